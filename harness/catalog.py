@@ -1,0 +1,30 @@
+"""What is registered: architectures, tasks and shipped suites, as plain dicts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import architectures
+import tasks
+from harness import suite
+
+
+def architecture_entry(name: str) -> dict[str, Any]:
+    v = architectures.get(name)
+    return {"name": name, "family": v.family, "version": v.version, "papers": list(v.papers),
+            "causal": getattr(v, "causal", True), "config_keys": architectures.config_keys(name),
+            "doc": v.doc.strip()}
+
+
+def task_entry(name: str) -> dict[str, Any]:
+    t = tasks.get(name)
+    return {"name": name, "kind": t.kind, "version": t.version, "headline": t.headline,
+            "config": tasks.resolve_config(name), "doc": t.doc.strip()}
+
+
+def listing(what: str) -> list[dict[str, Any]]:
+    if what == "architectures":
+        return [architecture_entry(n) for n in architectures.names()]
+    if what == "tasks":
+        return [task_entry(n) for n in tasks.names()]
+    return [{"name": n, "path": str(suite.SUITES_DIR / f"{n}.yaml")} for n in suite.shipped()]

@@ -1,0 +1,143 @@
+"""Static leaderboard site: a pure function of the database (STYLE rule 10).
+
+``build(engine, out)`` wipes ``out``, copies static assets, renders Jinja2 templates
+(autoescaped, StrictUndefined) from sorted rows, so two builds of the same data are identical.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from sqlalchemy.engine import Engine
+
+from harness import db
+
+PACKAGE_ASSETS = Path(__file__).resolve().parent / "site_assets"  # wheel install
+SOURCE_ASSETS = Path(__file__).resolve().parent.parent / "site"  # source checkout
+
+
+def assets_dir() -> Path:
+    for path in (PACKAGE_ASSETS, SOURCE_ASSETS):
+        if (path / "templates").is_dir():
+            return path
+    raise FileNotFoundError("site templates not found (looked in harness/site_assets and site/)")
+
+
+def fmt(value: float | None, digits: int = 3) -> str:
+    """Significant-digit formatting that keeps large and small numbers readable."""
+    if value is None or not math.isfinite(value):
+        return "-"
+    if value == 0:
+        return "0"
+    magnitude = math.floor(math.log10(abs(value)))
+    if magnitude >= 5 or magnitude <= -4:
+        return f"{value:.{digits - 1}e}"
+    decimals = max(0, digits - 1 - magnitude)
+    return f"{value:,.{decimals}f}"
+
+
+def latest(rows: list[dict[str, Any]]) -> dict[tuple[str, str, str, str], dict[str, Any]]:
+    """Newest row per (hardware, architecture, task, metric); rows come oldest first."""
+    out: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+    for row in rows:
+        out[(row["hardware_fingerprint"], row["arch"], row["task"], row["metric"])] = row
+    return out
+
+
+def headline_of(task: str, metrics: set[str]) -> str:
+    try:
+        import tasks
+
+        return tasks.get(task).headline
+    except KeyError:
+        return sorted(metrics)[0]
+
+
+def leaderboards(rows: list[dict[str, Any]], hardware: dict[str, dict[str, Any]]) -> list[dict]:
+    """One board per hardware fingerprint: architectures x tasks, the headline metric each."""
+    newest = latest(rows)
+    metrics_by_task: dict[str, set[str]] = defaultdict(set)
+    for (_, _, task, metric) in newest:
+        metrics_by_task[task].add(metric)
+    boards = []
+    for fp in sorted({k[0] for k in newest}):
+        archs = sorted({k[1] for k in newest if k[0] == fp})
+        task_names = sorted({k[2] for k in newest if k[0] == fp})
+        columns = []
+        for task in task_names:
+            metric = headline_of(task, metrics_by_task[task])
+            sample = next((newest[k] for k in sorted(newest)
+                           if k[0] == fp and k[2] == task and k[3] == metric), None)
+            columns.append({"task": task, "metric": metric,
+                            "unit": sample["unit"] if sample else "",
+                            "higher_is_better": sample["higher_is_better"] if sample else None})
+        board_rows = []
+        for arch in archs:
+            cells = [newest.get((fp, arch, c["task"], c["metric"])) for c in columns]
+            board_rows.append({"arch": arch, "cells": [cell_view(c) for c in cells]})
+        boards.append({"fingerprint": fp, "hardware": hardware.get(fp, {}),
+                       "columns": columns, "rows": board_rows})
+    return boards
+
+
+def cell_view(row: dict[str, Any] | None) -> dict[str, Any]:
+    if row is None:
+        return {"status": "not run", "text": "not run", "title": "no result", "sort": ""}
+    if row["status"] != "ok":
+        error = (row["error"] or "").strip().splitlines()
+        return {"status": row["status"], "text": row["status"],
+                "title": error[-1][:300] if error else row["status"], "sort": ""}
+    spread = f" ± {fmt(row['spread'] / 2)}" if row["spread"] is not None else ""
+    ci = (f"95% CI of median [{fmt(row['ci_low'])}, {fmt(row['ci_high'])}]; "
+          if row["ci_low"] is not None else "")
+    title = (f"{ci}IQR {fmt(row['spread'])}; n={row['n_samples']}; method: {row['method']}; "
+             f"kernel: {row['kernel_path'] or '-'}; {row['device']} {row['dtype']} "
+             f"{row['threads']} threads; code {row['code_version']}")
+    return {"status": "ok", "text": fmt(row["value"]) + spread, "title": title,
+            "sort": repr(row["value"])}
+
+
+def arch_pages(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    newest = latest(rows)
+    pages: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for key in sorted(newest):
+        row = newest[key]
+        pages[row["arch"]].append({**row, "shown": cell_view(row)})
+    return dict(pages)
+
+
+def arch_info(name: str) -> dict[str, Any]:
+    try:
+        from harness.catalog import architecture_entry
+
+        return architecture_entry(name)
+    except KeyError:
+        return {"name": name, "family": "unregistered", "version": "-", "papers": [], "doc": ""}
+
+
+def build(engine: Engine, out: Path) -> Path:
+    """Render the site into ``out`` (wiped first); returns the index path."""
+    assets = assets_dir()
+    rows = db.results(engine)
+    hardware = db.hardware(engine)
+    env = Environment(loader=FileSystemLoader(assets / "templates"), autoescape=True,
+                      undefined=StrictUndefined, keep_trailing_newline=True)
+    env.filters["fmt"] = fmt
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(assets / "static", out / "static")
+    pages = arch_pages(rows)
+    index = out / "index.html"
+    index.write_text(env.get_template("index.html").render(
+        boards=leaderboards(rows, hardware), n_results=len(rows), root=".",
+        archs=sorted(pages)))
+    (out / "arch").mkdir()
+    for name, arch_rows in sorted(pages.items()):
+        (out / "arch" / f"{name}.html").write_text(env.get_template("arch.html").render(
+            info=arch_info(name), rows=arch_rows, hardware=hardware, root=".."))
+    return index

@@ -1,0 +1,221 @@
+"""Pure statistics over tuples of samples (after asv's ``statistics.py``).
+
+Every function is a pure function of its arguments, names its method in a comment and
+is tested on small exact samples. Pure Python: no numpy or scipy, so the functions run
+anywhere the harness runs and their results do not move with library versions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+NOISY_IQR_OVER_MEDIAN = 0.10  # METHOD.md, Latency: flag a measurement as noisy above this
+MIN_SAMPLES_FOR_P99 = 100  # fewer than 100 samples cannot resolve the 99th percentile
+
+
+def _sorted_finite(samples: Sequence[float]) -> list[float]:
+    values = [float(x) for x in samples]
+    if not values:
+        raise ValueError("no samples")
+    if not all(math.isfinite(x) for x in values):
+        raise ValueError(f"non-finite sample in {values!r}")
+    return sorted(values)
+
+
+def quantile(samples: Sequence[float], q: float) -> float:
+    """The q-quantile, 0 <= q <= 1, of ``samples``.
+
+    Method: linear interpolation between order statistics, Hyndman & Fan (1996) type 7,
+    numpy's default ``method="linear"``: with h = (n - 1) q over sorted x,
+    x[floor h] + frac(h) (x[floor h + 1] - x[floor h]).
+    """
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"quantile q must lie in [0, 1], got {q}")
+    xs = _sorted_finite(samples)
+    h = (len(xs) - 1) * q
+    lo = math.floor(h)
+    if lo + 1 >= len(xs):
+        return xs[-1]
+    return xs[lo] + (h - lo) * (xs[lo + 1] - xs[lo])
+
+
+def _binomial_half_cdf(k: int, n: int) -> float:
+    """P(X <= k) for X ~ Binomial(n, 1/2), exact in integers before the one division."""
+    if k < 0:
+        return 0.0
+    return sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+
+
+def median_ci(samples: Sequence[float], confidence: float = 0.95) -> tuple[float, float] | None:
+    """Distribution-free confidence interval of the median, or None when n is too small.
+
+    Method: order-statistic interval. With sorted x(1) <= ... <= x(n), the interval
+    [x(k), x(n+1-k)] covers the population median with probability
+    1 - 2 P(B <= k - 1), B ~ Binomial(n, 1/2), for any continuous distribution
+    (Conover, Practical Nonparametric Statistics, 3rd ed., sec. 3.2). We take the largest k
+    (the narrowest symmetric rank pair) whose coverage is still >= ``confidence``.
+    At 95% the smallest n that reaches it is 6 (k = 1, coverage 1 - 2/64 = 0.969).
+    """
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    xs = _sorted_finite(samples)
+    n = len(xs)
+    best: int | None = None
+    for k in range(1, n // 2 + 1):
+        if 1.0 - 2.0 * _binomial_half_cdf(k - 1, n) >= confidence:
+            best = k
+        else:
+            break
+    if best is None:
+        return None
+    return xs[best - 1], xs[n - best]
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Robust summary of one measurement's samples (units are those of the samples)."""
+
+    n: int
+    median: float
+    mean: float
+    min: float
+    max: float
+    q25: float
+    q75: float
+    iqr: float
+    p90: float
+    p99: float | None  # None unless n >= MIN_SAMPLES_FOR_P99
+    ci_low: float | None  # order-statistic 95% CI of the median; None when n < 6
+    ci_high: float | None
+    noisy: bool  # iqr / median > NOISY_IQR_OVER_MEDIAN
+
+    def to_dict(self) -> dict[str, float | int | bool | None]:
+        return asdict(self)
+
+
+def _is_noisy(iqr: float, median: float) -> bool:
+    if median == 0.0:
+        return iqr > 0.0  # relative spread is undefined; any spread around zero counts
+    return iqr / abs(median) > NOISY_IQR_OVER_MEDIAN
+
+
+def summarize(samples: Sequence[float]) -> Summary:
+    """Median, IQR, p90, p99 (n >= 100 only), 95% CI of the median and the noisy flag.
+
+    Quantiles are type 7 (``quantile``); the CI is ``median_ci`` at 95%.
+    Raises ValueError on empty or non-finite samples.
+    """
+    xs = _sorted_finite(samples)
+    q25, median, q75 = quantile(xs, 0.25), quantile(xs, 0.5), quantile(xs, 0.75)
+    ci = median_ci(xs, 0.95)
+    return Summary(
+        n=len(xs),
+        median=median,
+        mean=math.fsum(xs) / len(xs),
+        min=xs[0],
+        max=xs[-1],
+        q25=q25,
+        q75=q75,
+        iqr=q75 - q25,
+        p90=quantile(xs, 0.90),
+        p99=quantile(xs, 0.99) if len(xs) >= MIN_SAMPLES_FOR_P99 else None,
+        ci_low=ci[0] if ci else None,
+        ci_high=ci[1] if ci else None,
+        noisy=_is_noisy(q75 - q25, median),
+    )
+
+
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction of the incomplete beta function, modified Lentz's method
+    (Numerical Recipes, 3rd ed., sec. 6.4)."""
+    tiny, eps = 1e-300, 1e-15
+    qab, qap, qam = a + b, a + 1.0, a - 1.0
+    c, d = 1.0, 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 300):
+        m2 = 2 * m
+        for aa in (m * (b - m) * x / ((qam + m2) * (a + m2)),
+                   -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))):
+            d = 1.0 + aa * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + aa / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < eps:
+            break
+    return h
+
+
+def _betainc(a: float, b: float, x: float) -> float:
+    """Regularized incomplete beta I_x(a, b)."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    log_front = (math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
+                 + a * math.log(x) + b * math.log1p(-x))
+    if x < (a + 1.0) / (a + b + 2.0):
+        return math.exp(log_front) * _betacf(a, b, x) / a
+    return 1.0 - math.exp(log_front) * _betacf(b, a, 1.0 - x) / b
+
+
+def _t_cdf(t: float, df: float) -> float:
+    """Student t CDF: F(t) = 1 - I_{df/(df+t^2)}(df/2, 1/2) / 2 for t >= 0, symmetric."""
+    tail = 0.5 * _betainc(df / 2.0, 0.5, df / (df + t * t))
+    return 1.0 - tail if t >= 0 else tail
+
+
+def t_quantile(p: float, df: float) -> float:
+    """Quantile of Student's t with ``df`` degrees of freedom, 0.5 <= p < 1.
+
+    Method: bisection on the CDF (via the regularized incomplete beta), to 1e-10 absolute.
+    """
+    if not 0.5 <= p < 1.0:
+        raise ValueError(f"t_quantile needs 0.5 <= p < 1, got {p}")
+    lo, hi = 0.0, 1.0
+    while _t_cdf(hi, df) < p:
+        hi *= 2.0
+    while hi - lo > 1e-10:
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if _t_cdf(mid, df) < p else (lo, mid)
+    return 0.5 * (lo + hi)
+
+
+def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float] | None:
+    """(mean, low, high): Student t interval mean +- t_{(1+c)/2, n-1} s / sqrt(n); None for n < 2.
+
+    Used for per-seed accuracy (METHOD.md, Accuracy: mean with a 95% CI over >= 3 seeds).
+    """
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    xs = _sorted_finite(values)
+    n = len(xs)
+    if n < 2:
+        return None
+    mean = math.fsum(xs) / n
+    sd = math.sqrt(math.fsum((x - mean) ** 2 for x in xs) / (n - 1))
+    half = t_quantile(0.5 + confidence / 2.0, n - 1) * sd / math.sqrt(n)
+    return mean, mean - half, mean + half
+
+
+def loglog_slope(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """Scaling exponent: ordinary least-squares slope of log(y) on log(x).
+
+    y = c x^k gives exactly k. Needs >= 2 points, all positive, with at least two distinct x.
+    """
+    if len(xs) != len(ys):
+        raise ValueError(f"xs and ys differ in length: {len(xs)} != {len(ys)}")
+    if len(xs) < 2:
+        raise ValueError("loglog_slope needs at least 2 points")
+    if any(not (math.isfinite(v) and v > 0) for v in (*xs, *ys)):
+        raise ValueError("loglog_slope needs finite positive xs and ys")
+    lx = [math.log(x) for x in xs]
+    ly = [math.log(y) for y in ys]
+    mx, my = math.fsum(lx) / len(lx), math.fsum(ly) / len(ly)
+    sxx = math.fsum((a - mx) ** 2 for a in lx)
+    if sxx == 0.0:
+        raise ValueError("loglog_slope needs at least two distinct x values")
+    return math.fsum((a - mx) * (b - my) for a, b in zip(lx, ly, strict=True)) / sxx

@@ -1,0 +1,158 @@
+"""Suite YAML -> validated :class:`Suite`; each error is one line: file, field, allowed values."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+import architectures
+import tasks
+from harness.configs import ConfigError
+from harness.registry import RegistryError
+
+SUITES_DIR = Path(__file__).parent / "suites"
+TOP_KEYS = ("architectures", "description", "hardware", "model", "name", "seeds", "tasks",
+            "timeout_s")
+HARDWARE_KEYS = ("device", "dtype", "threads")
+DTYPES = ("bfloat16", "float16", "float32")
+DEVICE_RE = re.compile(r"^(cpu|cuda(:\d+)?)$")
+
+
+class SuiteError(ValueError):
+    """An invalid suite file; the message is one line."""
+
+
+@dataclass(frozen=True)
+class Hardware:
+    device: str = "cpu"
+    dtype: str = "float32"
+    threads: int = 2
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    path: str
+    description: str
+    hardware: Hardware
+    seeds: tuple[int, ...]
+    timeout_s: float
+    architectures: dict[str, dict[str, Any]]  # name -> resolved config
+    tasks: dict[str, dict[str, Any]]  # name -> resolved config
+    model: dict[str, Any] = field(default_factory=dict)
+
+
+def shipped() -> list[str]:
+    return sorted(p.stem for p in SUITES_DIR.glob("*.yaml"))
+
+
+def find(name_or_path: str) -> Path:
+    """A shipped suite by name, or a path to a YAML file."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise SuiteError(f"{name_or_path}: no such suite file")
+        return path
+    candidate = SUITES_DIR / f"{name_or_path}.yaml"
+    if not candidate.is_file():
+        raise SuiteError(
+            f"unknown suite {name_or_path!r}; shipped suites: {', '.join(shipped())} "
+            "(or pass a path to a .yaml file)"
+        )
+    return candidate
+
+
+def _mapping(where: str, value: Any, allowed: tuple[str, ...] | None = None) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise SuiteError(f"{where} must be a mapping, got {type(value).__name__}")
+    if allowed is not None:
+        for key in value:
+            if key not in allowed:
+                raise SuiteError(f"{where}: unknown key {key!r}; allowed: {', '.join(allowed)}")
+    return value
+
+
+def _named(where: str, value: Any) -> dict[str, dict[str, Any]]:
+    """Accept ``[a, b]`` or ``{a: {...}, b: null}``."""
+    if isinstance(value, list):
+        value = {name: {} for name in value}
+    out = _mapping(where, value)
+    if not out:
+        raise SuiteError(f"{where}: must list at least one entry")
+    return {str(k): _mapping(f"{where}.{k}", v) for k, v in out.items()}
+
+
+def _hardware(where: str, raw: Any, overrides: dict[str, Any]) -> Hardware:
+    values = {**_mapping(where, raw, HARDWARE_KEYS),
+              **{k: v for k, v in overrides.items() if v is not None}}
+    hw = Hardware(**values)
+    if not isinstance(hw.device, str) or not DEVICE_RE.match(hw.device):
+        raise SuiteError(
+            f"{where}.device: {hw.device!r} is not a device; allowed: cpu, cuda, cuda:N")
+    if hw.dtype not in DTYPES:
+        raise SuiteError(f"{where}.dtype: {hw.dtype!r} not allowed; allowed: {', '.join(DTYPES)}")
+    if hw.device == "cpu" and hw.dtype == "float16":
+        raise SuiteError(
+            f"{where}.dtype: float16 has no fast CPU kernels (a few GFLOP/s); "
+            "allowed on cpu: bfloat16, float32"
+        )
+    if not isinstance(hw.threads, int) or isinstance(hw.threads, bool) or hw.threads < 1:
+        raise SuiteError(f"{where}.threads: must be an integer >= 1, got {hw.threads!r}")
+    return hw
+
+
+def _resolve(where: str, kind: str, entries: dict[str, dict[str, Any]], module: Any,
+             base: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    out = {}
+    for name, cfg in entries.items():
+        try:
+            out[name] = module.resolve_config(name, **{**base, **cfg})
+        except RegistryError as err:
+            raise SuiteError(f"{where}: {err}") from None
+        except ConfigError as err:
+            raise SuiteError(f"{where}.{name}: {err}") from None
+    return out
+
+
+def load(name_or_path: str, **hardware_overrides: Any) -> Suite:
+    """Read, validate and resolve a suite; ``hardware_overrides`` (device, dtype, threads) win."""
+    path = find(name_or_path)
+    where = str(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark else ""
+        raise SuiteError(f"{where}:{line} is not valid YAML") from None
+    raw = _mapping(where, raw, TOP_KEYS)
+    model = _mapping(f"{where}: model", raw.get("model"))
+    archs = _resolve(f"{where}: architectures", "architecture",
+                     _named(f"{where}: architectures", raw.get("architectures")),
+                     architectures, model)
+    task_cfgs = _resolve(f"{where}: tasks", "task",
+                         _named(f"{where}: tasks", raw.get("tasks")), tasks, {})
+    seeds = raw.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds or not all(
+        isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds
+    ):
+        raise SuiteError(f"{where}: seeds: must be a non-empty list of integers >= 0")
+    timeout = raw.get("timeout_s", 600)
+    if not isinstance(timeout, (int, float)) or timeout <= 0:
+        raise SuiteError(f"{where}: timeout_s: must be a number > 0, got {timeout!r}")
+    return Suite(
+        name=str(raw.get("name", path.stem)), path=where,
+        description=str(raw.get("description", "")),
+        hardware=_hardware(f"{where}: hardware", raw.get("hardware"), hardware_overrides),
+        seeds=tuple(seeds), timeout_s=float(timeout), architectures=archs, tasks=task_cfgs,
+        model=model,
+    )
+
+
+def with_hardware(suite: Suite, **overrides: Any) -> Suite:
+    return replace(suite, hardware=_hardware(suite.path, vars(suite.hardware), overrides))

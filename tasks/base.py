@@ -1,0 +1,67 @@
+"""The task contract: a task is a config dataclass plus a ``run`` that returns metrics.
+
+Each task file defines a frozen ``Config`` and registers one :class:`Task`. ``run`` gets the
+validated config and a :class:`harness.context.CellContext` (device, dtype, seed, a model
+factory) and returns :class:`Metric` rows; the harness adds provenance and stores them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from harness.context import CellContext
+
+STATUSES = ("ok", "failed", "oom", "timeout", "unavailable", "unsupported", "skipped")
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One measured (or unmeasurable) quantity of a cell.
+
+    ``value`` is None exactly when ``status`` is not ``ok``; ``error`` then says why.
+    ``spread`` is the IQR of ``samples`` for timed metrics (``spread_kind`` names it).
+    """
+
+    name: str
+    unit: str
+    value: float | None
+    higher_is_better: bool | None = None
+    status: str = "ok"
+    error: str | None = None
+    method: str = ""
+    n_samples: int = 1
+    spread: float | None = None
+    spread_kind: str | None = None
+    summary: dict[str, Any] | None = None
+    samples: list[float] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"status {self.status!r} not in {STATUSES}")
+        if self.status == "ok" and (self.value is None or not math.isfinite(self.value)):
+            # A NaN or missing reading is never stored as a number.
+            object.__setattr__(self, "status", "failed")
+            object.__setattr__(self, "error", f"non-finite value {self.value!r}")
+            object.__setattr__(self, "value", None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True)
+class Task:
+    """A registered task: its identity, config schema and measurement."""
+
+    name: str
+    kind: str  # "accuracy" | "efficiency"
+    version: int
+    config_cls: type
+    run: Callable[[Any, CellContext], list[Metric]]
+    headline: str  # metric shown on the leaderboard index
+    doc: str
+    needs_causal: bool = True  # bidirectional variants are offered only where False

@@ -1,0 +1,69 @@
+"""Peak memory of one inference ``forward`` over (B, T), beside analytic parameter and state bytes.
+
+CPU: peak resident memory of the isolated cell process during the forward pass, above the
+baseline after the model is built (Linux VmHWM reset through /proc/self/clear_refs).
+CUDA: allocator peak allocated and reserved bytes. The analytic figures are exact counts:
+parameter bytes, and the decoding state held after T tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+import tasks
+from harness.context import CellContext
+from harness.memory import cpu_peak_available, measure_peak
+from tasks.base import Metric, Task
+
+MIB = 2**20
+
+
+@dataclass(frozen=True)
+class Config:
+    batch_size: int = 1
+    seq_len: int = 512
+
+    def validate(self) -> None:
+        if self.batch_size < 1 or self.seq_len < 1:
+            raise ValueError("batch_size and seq_len must be >= 1")
+
+
+def run(cfg: Config, ctx: CellContext) -> list[Metric]:
+    model = ctx.build_model()
+    tokens = ctx.random_tokens(cfg.batch_size, cfg.seq_len, model.config["vocab_size"])
+    extra = {"batch_size": cfg.batch_size, "seq_len": cfg.seq_len,
+             "kernel_path": model.kernel_path}
+    analytic = [
+        Metric(name="param_bytes", unit="bytes", higher_is_better=False,
+               value=float(sum(p.numel() * p.element_size() for p in model.parameters())),
+               method="analytic: sum of parameter numel x element size", extra=extra),
+        Metric(name="state_bytes", unit="bytes", higher_is_better=False,
+               value=float(model.state_bytes(cfg.seq_len, cfg.batch_size)),
+               method="analytic: decoding state elements after seq_len tokens x element size",
+               extra=extra),
+    ]
+    reason = cpu_peak_available() if ctx.torch_device.type == "cpu" else None
+    if reason is not None:
+        peak = Metric(name="peak_memory_mib", unit="MiB", value=None, higher_is_better=False,
+                      status="unavailable", error=reason, extra=extra)
+        return [peak, *analytic]
+    with torch.inference_mode():
+        model(tokens)  # warm-up: first-call allocations are not the phase's peak
+        reading = measure_peak(lambda: model(tokens), ctx.device)
+    peak = Metric(
+        name="peak_memory_mib", unit="MiB", value=reading.peak_bytes_above_baseline / MIB,
+        higher_is_better=False, method=reading.method,
+        extra={**extra, "baseline_bytes": reading.baseline_bytes,
+               "peak_bytes": reading.peak_bytes,
+               "max_allocated_bytes": getattr(reading, "max_allocated_bytes", None),
+               "max_reserved_bytes": getattr(reading, "max_reserved_bytes", None)},
+    )
+    return [peak, *analytic]
+
+
+TASK = tasks.register(Task(
+    name="peak_memory", kind="efficiency", version=1, config_cls=Config, run=run,
+    headline="peak_memory_mib", doc=__doc__ or "", needs_causal=False,
+))

@@ -1,0 +1,84 @@
+"""Suite loading: shipped suites resolve; bad files stop with one line naming file, key, allowed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness import suite
+from harness.cli import main
+from tests.conftest import TINY_TASKS, write_suite
+
+
+def test_quick_suite_covers_four_variants_and_five_tasks() -> None:
+    s = suite.load("quick")
+    assert set(s.architectures) == {"transformer", "linear_attention", "mamba", "hybrid"}
+    assert set(s.tasks) == {"mqar", "prefill_latency", "decode_latency", "peak_memory", "energy"}
+    assert s.architectures["mamba"]["d_model"] == 64  # suite-wide model keys reach every variant
+
+
+def test_device_override_wins() -> None:
+    s = suite.load("quick", device="cuda:1", dtype="bfloat16")
+    assert (s.hardware.device, s.hardware.dtype) == ("cuda:1", "bfloat16")
+
+
+BAD_CASES = {
+    "unknown architecture": (
+        {"archs": ["transformer", "mambo"]}, ["architectures", "'mambo'", "mamba", "allowed"]),
+    "unknown architecture key": (
+        {"archs": ["transformer"], "arch_cfg": {"transformer": {"n_head": 4}}},
+        ["architectures.transformer", "'n_head'", "n_heads", "allowed"]),
+    "unknown task": (
+        {"tasks": {"prefil_latency": {}}}, ["tasks", "'prefil_latency'", "prefill_latency"]),
+    "unknown task key": (
+        {"tasks": {"prefill_latency": {"seqlen": 8}}},
+        ["tasks.prefill_latency", "'seqlen'", "seq_len", "allowed"]),
+    "unknown top-level key": ({"top": {"seed": [1]}}, ["'seed'", "seeds", "allowed"]),
+    "float16 on cpu": (
+        {"top": {"hardware": {"device": "cpu", "dtype": "float16"}}},
+        ["hardware.dtype", "float16", "bfloat16, float32"]),
+    "bad device": ({"top": {"hardware": {"device": "tpu"}}}, ["hardware.device", "cuda:N"]),
+    "wrong value type": (
+        {"tasks": {"prefill_latency": {"seq_len": "long"}}}, ["tasks.prefill_latency", "seq_len"]),
+}
+
+
+def _bad_suite(tmp_path: Path, archs=("transformer",), arch_cfg=None, tasks=None, top=None) -> Path:
+    path = write_suite(tmp_path / "bad.yaml", list(archs), tasks or TINY_TASKS, **(top or {}))
+    if arch_cfg:
+        import yaml
+
+        body = yaml.safe_load(path.read_text())
+        body["architectures"].update(arch_cfg)
+        path.write_text(yaml.safe_dump(body))
+    return path
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CASES))
+def test_bad_suite_exits_nonzero_with_one_line(case: str, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    kwargs, needles = BAD_CASES[case]
+    path = _bad_suite(tmp_path, **kwargs)
+    code = main(["--db", str(tmp_path / "x.db"), "run", "--suite", str(path)])
+    err = capsys.readouterr().err
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert str(path) in lines[0]
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    assert "Traceback" not in err
+
+
+def test_unknown_suite_name_lists_shipped(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--suite", "quik"]) == 2
+    err = capsys.readouterr().err
+    assert "quick" in err and len(err.strip().splitlines()) == 1
+
+
+def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("name: x\narchitectures: [transformer\n")
+    with pytest.raises(suite.SuiteError, match=r"broken.yaml: line \d+ is not valid YAML"):
+        suite.load(str(path))
