@@ -152,8 +152,9 @@ def run(cells: list[Cell], engine: Engine, *, suite_name: str, timeout_s: float,
             rows = to_rows(cell, outcome, run_id, hw.fingerprint, version, volatile,
                            headlines[cell.task])
             db.store(engine, rows)
-            result = Outcome(cell, outcome["status"], outcome.get("wall_s") or 0.0,
-                             outcome.get("error"), rows)
+            head = next((r for r in rows if r["metric"] == headlines[cell.task]), rows[0])
+            result = Outcome(cell, head["status"], outcome.get("wall_s") or 0.0,
+                             head["error"], rows)
             report.outcomes.append(result)
             if on_done:
                 on_done(result)

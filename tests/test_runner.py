@@ -17,8 +17,8 @@ from harness.cli import main
 from tests.conftest import write_suite
 
 PROVENANCE = ("run_id", "code_version", "cell_id", "config_hash", "arch", "arch_config",
-              "task", "task_config", "seed", "metric", "unit", "status", "method",
-              "hardware_fingerprint", "device", "dtype", "threads")
+              "task", "task_config", "seed", "metric", "status", "hardware_fingerprint",
+              "device", "dtype", "threads")
 
 
 def test_failing_variant_yields_failed_rows_and_others_complete(
@@ -41,6 +41,8 @@ def test_failing_variant_yields_failed_rows_and_others_complete(
     for r in rows:
         for col in PROVENANCE:
             assert r[col] not in (None, ""), (col, r)
+        if r["status"] == "ok":  # measured rows also say how
+            assert r["unit"] and r["method"], r
 
 
 def test_timed_rows_carry_statistics_and_raw_samples(tmp_path: Path, db_url: str) -> None:

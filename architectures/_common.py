@@ -1,0 +1,146 @@
+"""Pieces every variant file shares: the registry, the `Variant` entry, config fields and checks.
+
+A variant file defines a mixer class and a frozen config dataclass, then calls `register`.
+Fields declared with `integer` or `choice` get their values checked without per-variant code; an
+optional `check(self, d_model)` method on the config covers rules that involve the backbone width.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import MISSING, dataclass, field, fields, replace
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor, nn
+
+from harness.configs import ConfigError  # the harness catches this one class
+from harness.registry import Registry
+
+__all__ = [
+    "REGISTRY",
+    "ConfigError",
+    "Mixer",
+    "Variant",
+    "check_fields",
+    "choice",
+    "integer",
+    "register",
+    "state_numel",
+    "unknown_keys_message",
+]
+
+
+def integer(default: int, *, minimum: int = 1) -> Any:
+    """A config field holding an int >= `minimum` (bools are refused)."""
+    return field(default=default, metadata={"min": minimum})
+
+
+def choice(default: str, choices: Sequence[str]) -> Any:
+    """A config field holding one of `choices`."""
+    return field(default=default, metadata={"choices": tuple(choices)})
+
+
+def check_fields(cfg: Any) -> None:
+    """Raise ConfigError (no variant prefix) for the first value its `integer`/`choice` refuses.
+
+    Fields declared without them (plugin configs) only get the type check of `build_config`.
+    """
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        if "choices" in f.metadata:
+            allowed = f.metadata["choices"]
+            if not isinstance(value, str) or value not in allowed:
+                raise ConfigError(
+                    f"config key {f.name!r} must be one of {', '.join(allowed)}; got {value!r}"
+                )
+        elif "min" in f.metadata:
+            lo = f.metadata["min"]
+            if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+                raise ConfigError(
+                    f"config key {f.name!r} must be an integer >= {lo}; got {value!r}"
+                )
+
+
+def unknown_keys_message(unknown: Sequence[str], allowed: Sequence[str]) -> str:
+    """`unknown config key 'd_stat' (did you mean d_state?); allowed: ...` for one or more keys."""
+    hints = sorted({m for key in unknown for m in difflib.get_close_matches(key, allowed, n=2)})
+    hint = f" (did you mean {', '.join(hints)}?)" if hints else ""
+    plural = "s" if len(unknown) > 1 else ""
+    named = ", ".join(repr(k) for k in unknown)
+    return f"unknown config key{plural} {named}{hint}; allowed: {', '.join(allowed)}"
+
+
+class Mixer(Protocol):
+    """The sequence-mixer contract (STYLE rule 2); every variant's mixer module satisfies it."""
+
+    kernel_path: str
+
+    def __call__(self, x: Tensor) -> Tensor: ...  # (B, T, D) -> (B, T, D)
+
+    def init_state(self, batch_size: int, *, device: torch.device, dtype: torch.dtype) -> Any: ...
+
+    def step(self, x_t: Tensor, state: Any) -> tuple[Tensor, Any]: ...  # x_t, y_t: (B, 1, D)
+
+    def state_size(self, seq_len: int) -> int: ...
+
+
+MakeMixer = Callable[[Any, int, int, int], nn.Module]
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One registered architecture: metadata for the site plus how to build its mixer."""
+
+    name: str
+    family: str
+    version: int  # bump when the variant's numbers would change
+    papers: tuple[str, ...]
+    config_cls: type  # frozen dataclass of the mixer keys; optional check(self, d_model)
+    make_mixer: MakeMixer  # (cfg, d_model, layer_idx, n_layers) -> mixer module
+    doc: str  # one paragraph, shown on the site
+    causal: bool = True
+
+    def __post_init__(self) -> None:
+        for f in fields(self.config_cls):
+            if f.default is MISSING:
+                raise TypeError(f"{self.name}: config key {f.name!r} needs a default")
+        if "\n\n" in self.doc.strip():
+            raise ValueError(f"{self.name}: doc must be one paragraph")
+
+
+REGISTRY = Registry[Variant]("architecture")
+
+
+def register(variant: Variant) -> Variant:
+    """Add `variant` to the registry; its doc is folded to one line (the module docstring)."""
+    folded = " ".join(variant.doc.split())
+    return REGISTRY.register(variant.name, replace(variant, doc=folded))
+
+
+def _tensors(state: Any) -> Iterator[Tensor]:
+    if isinstance(state, Tensor):
+        yield state
+    elif isinstance(state, Mapping):
+        for value in state.values():
+            yield from _tensors(value)
+    elif isinstance(state, (list, tuple)):
+        for value in state:
+            yield from _tensors(value)
+
+
+def state_numel(state: Any) -> int:
+    """Elements held per sequence by a decoding state (nested lists/tuples/dicts of tensors).
+
+    Every tensor's leading dim is the batch; the total is divided by it. Non-tensors are ignored.
+    """
+    tensors = list(_tensors(state))
+    if not tensors:
+        return 0
+    batch = tensors[0].shape[0]
+    if any(t.dim() == 0 or t.shape[0] != batch for t in tensors):
+        raise ValueError(
+            f"state tensors disagree on the batch dim: {[tuple(t.shape) for t in tensors]}"
+        )
+    return sum(t.numel() for t in tensors) // batch

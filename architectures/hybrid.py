@@ -1,0 +1,57 @@
+"""Attention + SSM hybrid: a stack of Mamba-1 layers in which every attn_every-th layer is causal
+softmax attention with RoPE instead (layer i is attention when i % attn_every == attn_every - 1),
+the recipe of Mamba-2-Hybrid-style models where a few attention layers restore in-context recall
+that a pure SSM lacks. The layers are the `mamba` and `transformer` mixers unchanged; decoding
+holds a constant SSM state plus a KV cache for the attention layers only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from ._common import Variant, integer, register
+from .mamba import MambaMixer
+from .transformer import AttentionMixer, check_heads
+
+__all__ = ["VARIANT", "HybridConfig"]
+
+
+@dataclass(frozen=True)
+class HybridConfig:
+    attn_every: int = integer(
+        2
+    )  # one attention layer per attn_every layers (the last of each group)
+    n_heads: int = integer(4)  # attention heads
+    d_state: int = integer(16)  # Mamba state size N
+    d_conv: int = integer(4)  # Mamba conv width
+    expand: int = integer(2)  # Mamba D_inner = expand * d_model
+    chunk_size: int = integer(8)  # Mamba chunked-scan chunk (speed only)
+
+    def check(self, d_model: int) -> None:
+        check_heads(d_model, self.n_heads)
+
+
+def _make(cfg: HybridConfig, d_model: int, layer_idx: int, n_layers: int) -> nn.Module:
+    if layer_idx % cfg.attn_every == cfg.attn_every - 1:
+        return AttentionMixer(d_model, cfg.n_heads, n_layers)
+    return MambaMixer(
+        d_model, n_layers, d_state=cfg.d_state, d_conv=cfg.d_conv, expand=cfg.expand, dt_rank=0,
+        chunk_size=cfg.chunk_size, scan="chunked",
+    )  # fmt: skip
+
+
+VARIANT = register(
+    Variant(
+        name="hybrid",
+        family="attention + SSM hybrid",
+        version=1,
+        papers=(
+            "An Empirical Study of Mamba-based Language Models",
+            "Hungry Hungry Hippos: Towards Language Modeling with State Space Models",
+        ),
+        config_cls=HybridConfig,
+        make_mixer=_make,
+        doc=__doc__,
+    )
+)

@@ -1,0 +1,160 @@
+"""Causal linear attention: softmax(q k^T) is replaced by phi(q) phi(k)^T with the positive
+feature map phi = elu + 1, so attention becomes a running sum and decoding keeps a fixed
+d x d matrix plus a normaliser per head instead of a growing cache. Each output is
+phi(q_t) S_t / (phi(q_t) . z_t + eps) with S_t = sum_s<=t phi(k_s) v_s^T and
+z_t = sum_s<=t phi(k_s).
+The parallel form is chunked: a masked quadratic product inside each chunk plus the state
+summed over earlier chunks; a plain recurrent reference sits beside it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ._common import Variant, integer, register
+from .transformer import check_heads
+
+__all__ = [
+    "VARIANT",
+    "LinearAttentionConfig",
+    "LinearAttentionMixer",
+    "linear_attention_chunked",
+    "linear_attention_ref",
+]
+
+EPS = 1e-6  # keeps the normaliser away from 0 (phi > 0, so it is positive anyway)
+
+
+@dataclass(frozen=True)
+class LinearAttentionConfig:
+    n_heads: int = integer(4)  # head width d = d_model / n_heads; state d*d + d per head
+    chunk_size: int = integer(64)  # time steps per chunk of the parallel form (speed only)
+
+    def check(self, d_model: int) -> None:
+        check_heads(d_model, self.n_heads)
+
+
+def feature_map(x: Tensor) -> Tensor:
+    """phi(x) = elu(x) + 1 > 0."""
+    return F.elu(x) + 1.0
+
+
+def _recurrent_step(
+    q_t: Tensor, k_t: Tensor, v_t: Tensor, kv: Tensor, k_sum: Tensor, eps: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One token: q_t, k_t (B, H, d), v_t (B, H, dv); kv (B, H, d, dv), k_sum (B, H, d)."""
+    kv = kv + k_t[..., :, None] * v_t[..., None, :]
+    k_sum = k_sum + k_t
+    num = (q_t[..., None, :] @ kv).squeeze(-2)  # (B, H, dv)
+    den = (q_t * k_sum).sum(-1, keepdim=True) + eps  # (B, H, 1)
+    return num / den, kv, k_sum
+
+
+def linear_attention_ref(q: Tensor, k: Tensor, v: Tensor, eps: float = EPS) -> Tensor:
+    """Reference: the recurrence token by token. q, k = phi(.) (B, H, T, d), v (B, H, T, dv)."""
+    b, h, _, d = q.shape
+    kv = q.new_zeros(b, h, d, v.shape[-1])
+    k_sum = q.new_zeros(b, h, d)
+    ys = []
+    # unbind first: indexing a grad-requiring tensor per step makes backward quadratic in T
+    for q_t, k_t, v_t in zip(q.unbind(2), k.unbind(2), v.unbind(2), strict=True):
+        y_t, kv, k_sum = _recurrent_step(q_t, k_t, v_t, kv, k_sum, eps)
+        ys.append(y_t)
+    return torch.stack(ys, dim=2)  # (B, H, T, dv)
+
+
+def _exclusive_cumsum(x: Tensor, dim: int) -> Tensor:
+    """Sum of the entries before each index along `dim` (first is 0)."""
+    total = x.cumsum(dim).narrow(dim, 0, x.shape[dim] - 1)
+    return torch.cat([torch.zeros_like(x.narrow(dim, 0, 1)), total], dim=dim)
+
+
+def linear_attention_chunked(
+    q: Tensor, k: Tensor, v: Tensor, chunk_size: int, eps: float = EPS
+) -> Tensor:
+    """Same result as `linear_attention_ref` with every chunk processed in parallel.
+
+    q, k = phi(.) (B, H, T, d), v (B, H, T, dv) -> (B, H, T, dv). Inside a chunk of length L the
+    masked L x L product phi(Q) phi(K)^T gives the intra-chunk terms; the states of all earlier
+    chunks, an exclusive prefix sum over chunks, give the rest. Zero padding at the end is inert.
+    """
+    b, h, t, _ = q.shape
+    size = min(chunk_size, t)
+    pad = -t % size
+    if pad:
+        q, k, v = (F.pad(z, (0, 0, 0, pad)) for z in (q, k, v))
+    n = (t + pad) // size
+    q, k, v = (z.reshape(b, h, n, size, z.shape[-1]) for z in (q, k, v))  # (B, H, n, L, d)
+    kv_before = _exclusive_cumsum(k.transpose(-1, -2) @ v, dim=2)  # (B, H, n, d, dv)
+    k_before = _exclusive_cumsum(k.sum(3), dim=2)  # (B, H, n, d)
+    scores = (q @ k.transpose(-1, -2)).tril()  # (B, H, n, L, L), causal within the chunk
+    num = scores @ v + q @ kv_before  # (B, H, n, L, dv)
+    den = scores.sum(-1) + (q @ k_before[..., None]).squeeze(-1) + eps  # (B, H, n, L)
+    y = num / den[..., None]
+    return y.reshape(b, h, n * size, -1)[:, :, :t]
+
+
+class LinearAttentionMixer(nn.Module):
+    """Multi-head causal linear attention; state {"kv": (B, H, d, d), "k_sum": (B, H, d)}."""
+
+    kernel_path = "chunked"
+
+    def __init__(self, d_model: int, n_heads: int, chunk_size: int) -> None:
+        super().__init__()
+        check_heads(d_model, n_heads)
+        self.d_model, self.n_heads, self.head_dim = d_model, n_heads, d_model // n_heads
+        self.chunk_size = chunk_size
+        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
+        self.out = nn.Linear(d_model, d_model, bias=False)
+
+    def _qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        b, t, _ = x.shape
+        q, k, v = self.qkv(x).view(b, t, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        return feature_map(q), feature_map(k), v  # (B, H, T, d)
+
+    def _merge(self, y: Tensor) -> Tensor:
+        b, _, t, _ = y.shape
+        return self.out(y.transpose(1, 2).reshape(b, t, self.d_model))  # (B, H, T, d) -> (B, T, D)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._merge(linear_attention_chunked(*self._qkv(x), self.chunk_size))
+
+    def init_state(
+        self, batch_size: int, *, device: torch.device, dtype: torch.dtype
+    ) -> dict[str, Tensor]:
+        shape = (batch_size, self.n_heads, self.head_dim)
+        return {
+            "kv": torch.zeros(*shape, self.head_dim, device=device, dtype=dtype),
+            "k_sum": torch.zeros(shape, device=device, dtype=dtype),
+        }
+
+    def step(self, x_t: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        q, k, v = (z[:, :, 0] for z in self._qkv(x_t))  # (B, H, d)
+        y, kv, k_sum = _recurrent_step(q, k, v, state["kv"], state["k_sum"], EPS)
+        return self._merge(y[:, :, None]), {"kv": kv, "k_sum": k_sum}
+
+    def state_size(self, seq_len: int) -> int:
+        return self.n_heads * (self.head_dim * self.head_dim + self.head_dim)
+
+
+def _make(cfg: LinearAttentionConfig, d_model: int, layer_idx: int, n_layers: int) -> nn.Module:
+    return LinearAttentionMixer(d_model, cfg.n_heads, cfg.chunk_size)
+
+
+VARIANT = register(
+    Variant(
+        name="linear_attention",
+        family="kernel attention",
+        version=1,
+        papers=(
+            "Transformers are RNNs: Fast Autoregressive Transformers with Linear Attention",
+            "The Devil in Linear Transformer",
+        ),
+        config_cls=LinearAttentionConfig,
+        make_mixer=_make,
+        doc=__doc__,
+    )
+)

@@ -1,0 +1,113 @@
+"""Softmax attention baseline: causal multi-head self-attention with rotary position embeddings
+(RoPE) in a Pre-LN block. The parallel form runs `F.scaled_dot_product_attention` with a causal
+mask; decoding keeps a key/value cache that grows by 2 x D elements per token per layer, which is
+what every recurrent variant is compared against."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ._common import ConfigError, Variant, integer, register
+
+__all__ = ["VARIANT", "AttentionMixer", "TransformerConfig", "check_heads"]
+
+
+def check_heads(d_model: int, n_heads: int) -> None:
+    """RoPE needs the head width d_model / n_heads to be a whole, even number."""
+    if d_model % n_heads or (d_model // n_heads) % 2:
+        raise ConfigError(
+            f"config key 'n_heads' must split d_model={d_model} into heads of even width; "
+            f"got {n_heads}"
+        )
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    n_heads: int = integer(4)  # head width = d_model / n_heads, must be even for RoPE
+
+    def check(self, d_model: int) -> None:
+        check_heads(d_model, self.n_heads)
+
+
+def _rope(x: Tensor, inv_freq: Tensor, start: int) -> Tensor:
+    """Rotate (B, H, T, hd) by the angles of positions start .. start+T-1 (rotate-half form)."""
+    t = torch.arange(start, start + x.shape[2], device=x.device, dtype=inv_freq.dtype)
+    angles = torch.outer(t, inv_freq)  # (T, hd/2)
+    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+
+
+class AttentionMixer(nn.Module):
+    """Causal multi-head attention with RoPE; state = KV cache {"k", "v"} each (B, H, t, hd)."""
+
+    kernel_path = "sdpa"
+
+    def __init__(self, d_model: int, n_heads: int, n_layers: int) -> None:
+        super().__init__()
+        check_heads(d_model, n_heads)
+        self.d_model, self.n_heads, self.head_dim = d_model, n_heads, d_model // n_heads
+        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
+        self.out = nn.Linear(d_model, d_model, bias=False)
+        inv_freq = 10000.0 ** (
+            -torch.arange(0, self.head_dim, 2, dtype=torch.float32) / self.head_dim
+        )
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        # GPT-2 init, output projection scaled by depth
+        nn.init.normal_(self.qkv.weight, std=0.02)
+        nn.init.normal_(self.out.weight, std=0.02 / math.sqrt(2 * n_layers))
+
+    def _qkv(self, x: Tensor, start: int) -> tuple[Tensor, Tensor, Tensor]:
+        b, t, _ = x.shape
+        q, k, v = self.qkv(x).view(b, t, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        return _rope(q, self.inv_freq, start), _rope(k, self.inv_freq, start), v  # (B, H, T, hd)
+
+    def _merge(self, y: Tensor) -> Tensor:
+        b, _, t, _ = y.shape
+        return self.out(y.transpose(1, 2).reshape(b, t, self.d_model))  # (B, H, T, hd) -> (B, T, D)
+
+    def forward(self, x: Tensor) -> Tensor:
+        q, k, v = self._qkv(x, 0)
+        return self._merge(F.scaled_dot_product_attention(q, k, v, is_causal=True))
+
+    def init_state(
+        self, batch_size: int, *, device: torch.device, dtype: torch.dtype
+    ) -> dict[str, Tensor]:
+        empty = torch.zeros(batch_size, self.n_heads, 0, self.head_dim, device=device, dtype=dtype)
+        return {"k": empty, "v": empty.clone()}
+
+    def step(self, x_t: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        # the position of the new token is the cache length
+        q, k, v = self._qkv(x_t, state["k"].shape[2])
+        k = torch.cat([state["k"], k], dim=2)  # (B, H, t+1, hd)
+        v = torch.cat([state["v"], v], dim=2)
+        return self._merge(F.scaled_dot_product_attention(q, k, v)), {"k": k, "v": v}
+
+    def state_size(self, seq_len: int) -> int:
+        return 2 * seq_len * self.d_model
+
+
+def _make(cfg: TransformerConfig, d_model: int, layer_idx: int, n_layers: int) -> nn.Module:
+    return AttentionMixer(d_model, cfg.n_heads, n_layers)
+
+
+VARIANT = register(
+    Variant(
+        name="transformer",
+        family="softmax attention",
+        version=1,
+        papers=(
+            "Long Range Arena: A Benchmark for Efficient Transformers",
+            "An Empirical Study of Mamba-based Language Models",
+            "Attention Is All You Need",
+        ),
+        config_cls=TransformerConfig,
+        make_mixer=_make,
+        doc=__doc__,
+    )
+)
