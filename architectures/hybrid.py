@@ -26,7 +26,7 @@ class HybridConfig:
     d_state: int = integer(16)  # Mamba state size N
     d_conv: int = integer(4)  # Mamba conv width
     expand: int = integer(2)  # Mamba D_inner = expand * d_model
-    chunk_size: int = integer(8)  # Mamba chunked-scan chunk (speed only)
+    chunk_size: int = integer(32)  # most steps per Mamba scan chunk (speed only)
 
     def check(self, d_model: int) -> None:
         check_heads(d_model, self.n_heads)

@@ -30,8 +30,6 @@ from harness.provenance import code_version
 
 log = logging.getLogger(__name__)
 
-# Freed buffers go back to the OS so per-phase peak RSS is visible (METHOD.md, Memory).
-CELL_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "65536"}
 STDERR_TAIL = 4000
 
 
@@ -61,9 +59,12 @@ class RunReport:
         return counts
 
 
-def cell_env(threads: int) -> dict[str, str]:
-    env = {**os.environ, **CELL_ENV}
-    env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+def cell_env(cell: Cell) -> dict[str, str]:
+    """The parent's environment, threads pinned, plus what the task asks for."""
+    import tasks
+
+    env = {**os.environ, **tasks.get(cell.task).env}
+    env.update(OMP_NUM_THREADS=str(cell.threads), MKL_NUM_THREADS=str(cell.threads))
     return env
 
 
@@ -82,7 +83,7 @@ def _execute(cell: Cell, timeout_s: float, plugins: tuple[str, ...]) -> dict[str
         spec_path.write_text(json.dumps(spec))
         cmd = [sys.executable, "-m", "harness.cell", str(spec_path), str(out_path)]
         try:
-            proc = subprocess.run(cmd, env=cell_env(cell.threads), capture_output=True,
+            proc = subprocess.run(cmd, env=cell_env(cell), capture_output=True,
                                   text=True, timeout=timeout_s)
         except subprocess.TimeoutExpired:
             return {"status": "timeout", "error": f"cell exceeded its {timeout_s:g} s timeout"}

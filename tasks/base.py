@@ -65,3 +65,4 @@ class Task:
     headline: str  # metric shown on the leaderboard index
     doc: str
     needs_causal: bool = True  # bidirectional variants are offered only where False
+    env: dict[str, str] = field(default_factory=dict)  # extra environment of the cell process

@@ -4,8 +4,8 @@ A sequence holds ``n_pairs`` key-value pairs, then the same keys queried in a sh
 ``k1 v1 ... kn vn | q1 ... qn``. At each query position the model must predict the value bound
 to that key. Answers are not fed back as inputs (that would let the last queries be solved by
 elimination). The model is trained from scratch on seeded synthetic data and scored by test
-accuracy over query positions. Train and test sequences are generated from separate seeded streams and test
-sequences that also occur in the training set are dropped, so the splits are disjoint.
+accuracy over query positions. Train and test sequences come from separate seeded streams, and
+test sequences that also occur in the training set are dropped, so the splits are disjoint.
 """
 
 from __future__ import annotations

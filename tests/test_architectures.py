@@ -10,6 +10,7 @@ import torch
 
 import architectures
 from architectures import ConfigError, state_numel
+from architectures import mamba as mamba_module
 from architectures.linear_attention import (
     feature_map,
     linear_attention_chunked,
@@ -160,7 +161,12 @@ def _outputs_and_grads(fn, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
 
 
 @pytest.mark.parametrize("chunk_size", [1, 8, 64])
-def test_selective_scan_chunked_matches_reference(chunk_size: int) -> None:
+@pytest.mark.parametrize("tile", [None, 3 * 2 * 6 * 5], ids=["steps", "tile-capped"])
+def test_selective_scan_chunked_matches_reference(
+    chunk_size: int, tile: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if tile is not None:  # buffers of at most 3 steps at batch 2, E 6, N 5
+        monkeypatch.setattr(mamba_module, "TILE", tile)
     inputs = _scan_inputs(2, 37, 6, 5)
     ref = _outputs_and_grads(selective_scan_ref, inputs)
     fast = _outputs_and_grads(lambda *a: selective_scan_chunked(*a, chunk_size=chunk_size), inputs)

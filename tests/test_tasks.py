@@ -40,8 +40,8 @@ def test_mqar_targets_are_the_bound_values() -> None:
     cfg = build_config(mqar.Config, {"n_pairs": 3, "n_keys": 10}, "mqar")
     seq, targets = mqar.generate(cfg, 50, seed=0)
     assert seq.shape == (50, cfg.seq_len)
-    for row, tgt in zip(seq, targets):
-        bound = dict(zip(row[0:6:2], row[1:6:2]))
+    for row, tgt in zip(seq, targets, strict=True):
+        bound = dict(zip(row[0:6:2], row[1:6:2], strict=True))
         assert len(bound) == 3  # keys are distinct
         assert sorted(row[6:]) == sorted(bound)  # every key is queried once
         for pos in range(6, 9):
