@@ -53,6 +53,6 @@ class Progress:
         first_error = (outcome.error or "").strip().splitlines()[-1:] if outcome.error else []
         why = f" - {first_error[0][:120]}" if first_error and outcome.status != "ok" else ""
         self.console.print(f"[{color}]{outcome.status:<11}[/{color}] {outcome.cell.label} "
-                           f"{outcome.wall_s:6.1f}s{why}", highlight=False)
+                           f"{outcome.wall_s:6.1f}s{why}", highlight=False, soft_wrap=True)
         if self.task_id is not None:
             self.bar.advance(self.task_id)
