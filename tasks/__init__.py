@@ -35,7 +35,16 @@ def config_keys(name: str) -> list[str]:
     return allowed_keys(get(name).config_cls)
 
 
-# Registration happens at import, one module per task.
-from tasks import decode_latency, energy, mqar, peak_memory, prefill_latency  # noqa: E402,F401
+def _import_all() -> None:
+    """Each public module of this package is one task that registers itself on import."""
+    import importlib
+    import pkgutil
+
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if not info.name.startswith("_") and info.name != "base":
+            importlib.import_module(f"{__name__}.{info.name}")
+
+
+_import_all()
 
 __all__ = ["Metric", "Task", "REGISTRY", "register", "names", "get", "resolve_config"]

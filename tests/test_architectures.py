@@ -20,6 +20,8 @@ from architectures.mamba import selective_scan_chunked, selective_scan_ref
 from harness.registry import RegistryError
 
 NAMES = architectures.names()
+# bidirectional variants (causal = False) have no token-by-token decoding to check
+CAUSAL = [n for n in NAMES if architectures.get(n).causal]
 T = 40  # crosses several chunk boundaries at chunk_size 8
 SMALL = {
     "vocab_size": 31,
@@ -66,7 +68,7 @@ def test_metadata(name: str) -> None:
     assert variant.doc and "\n" not in variant.doc
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", CAUSAL)
 @torch.no_grad()
 def test_step_unrolled_equals_forward_and_state_size_matches(name: str) -> None:
     model = small_model(name).eval()
@@ -79,7 +81,7 @@ def test_step_unrolled_equals_forward_and_state_size_matches(name: str) -> None:
     assert model.state_size(0) == state_numel(model.init_state(3))
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", CAUSAL)
 @torch.no_grad()
 def test_causal(name: str) -> None:
     model = small_model(name).eval()
