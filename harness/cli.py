@@ -54,6 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         from harness import plugins
 
+        plugins.load_entry_points()  # installed plugins first, then --plugin files
         for path in args.plugin:
             plugins.load(path)
         return COMMANDS[args.command](args)
@@ -93,9 +94,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             plugins=tuple(str(Path(p).resolve()) for p in args.plugin), headlines=headlines,
             on_plan=progress.plan, on_start=progress.start, on_done=progress.done,
         )
+    from harness import derive
+
+    derived = derive.refresh(engine, report.code_version)
     counts = ", ".join(f"{k} {v}" for k, v in sorted(report.statuses.items())) or "nothing new"
     print(f"run {report.run_id}: {len(cells)} cells, {report.skipped} already done, {counts}; "
-          f"hardware {report.fingerprint}, code {report.code_version}; "
+          f"{derived} derived figures; hardware {report.fingerprint}, code {report.code_version}; "
           f"database {db.redact(db.resolve_url(args.db))}")
     if report.interrupted:
         print("archbench: interrupted; run the same command again to resume", file=sys.stderr)

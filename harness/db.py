@@ -106,6 +106,28 @@ class Result(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
 
 
+class Derived(Base):
+    """Figures computed from stored results (scaling exponents, crossover lengths).
+
+    Recomputed as a whole per hardware fingerprint after each run, never measured directly."""
+
+    __tablename__ = "derived"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    hardware_fingerprint: Mapped[str] = mapped_column(String(32), index=True)
+    task: Mapped[str] = mapped_column(String(100))
+    metric: Mapped[str] = mapped_column(String(100))
+    series: Mapped[str] = mapped_column(String(32))  # task config without the swept key
+    kind: Mapped[str] = mapped_column(String(40))  # "scaling_exponent" | "crossover_length"
+    arch: Mapped[str] = mapped_column(String(100))
+    other_arch: Mapped[str | None] = mapped_column(String(100))
+    value: Mapped[float | None] = mapped_column(Float)
+    unit: Mapped[str] = mapped_column(String(40))
+    method: Mapped[str] = mapped_column(Text)
+    points: Mapped[dict[str, Any]] = mapped_column(JSON)  # the lengths and values used
+    code_version: Mapped[str] = mapped_column(String(80))
+    computed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+
+
 PROVENANCE_COLUMNS = [c.name for c in Result.__table__.columns if c.name not in
                       ("samples", "summary", "volatile")]
 
@@ -195,3 +217,21 @@ def count(engine: Engine) -> int:
 
 def _as_dict(row: Result) -> dict[str, Any]:
     return {c.name: getattr(row, c.name) for c in Result.__table__.columns}
+
+
+def replace_derived(engine: Engine, fingerprint: str, rows: Iterable[dict[str, Any]]) -> int:
+    """Swap this fingerprint's derived figures for ``rows`` in one transaction."""
+    rows = list(rows)
+    with Session(engine) as s, s.begin():
+        s.query(Derived).filter(Derived.hardware_fingerprint == fingerprint).delete()
+        s.add_all(Derived(hardware_fingerprint=fingerprint, **row) for row in rows)
+    return len(rows)
+
+
+def derived(engine: Engine) -> list[dict[str, Any]]:
+    with Session(engine) as s:
+        stmt = select(Derived).order_by(Derived.hardware_fingerprint, Derived.task,
+                                        Derived.metric, Derived.kind, Derived.arch,
+                                        Derived.other_arch)
+        return [{c.name: getattr(r, c.name) for c in Derived.__table__.columns
+                 if c.name not in ("id", "computed_at")} for r in s.scalars(stmt)]

@@ -30,12 +30,27 @@ class Cell:
     device: str
     dtype: str
     threads: int
+    sweep_key: str | None = None  # the task config key this cell's series sweeps (not identity)
 
     def identity(self, with_seed: bool = True) -> dict[str, Any]:
         ident = asdict(self)
+        ident.pop("sweep_key")
         if not with_seed:
             ident.pop("seed")
         return ident
+
+    @property
+    def series(self) -> str | None:
+        """Id shared by the cells of one sweep (identity without the swept value)."""
+        if self.sweep_key is None:
+            return None
+        ident = self.identity()
+        ident["task_config"] = {k: v for k, v in self.task_config.items() if k != self.sweep_key}
+        return canonical_hash(ident)
+
+    @property
+    def sweep_value(self) -> Any:
+        return self.task_config[self.sweep_key] if self.sweep_key else None
 
     @property
     def cell_id(self) -> str:
@@ -54,20 +69,25 @@ class Cell:
 
 
 def plan(suite: Suite) -> list[Cell]:
-    """Cells ordered task-major, so one task's variants run back to back (interleaved
-    variants see the same machine state); causal-only tasks skip bidirectional variants."""
+    """Cells ordered task-major, then by swept value, then variant, so variants run back to
+    back (interleaved, they see the same machine state); causal-only tasks skip bidirectional
+    variants."""
     cells = []
-    for task_name, task_cfg in suite.tasks.items():
+    for task_name, base_cfg in suite.tasks.items():
         task = tasks.get(task_name)
-        for seed in suite.seeds:
-            for arch_name, arch_cfg in suite.architectures.items():
-                variant = architectures.get(arch_name)
-                if task.needs_causal and not getattr(variant, "causal", True):
-                    continue
-                cells.append(Cell(
-                    arch=arch_name, arch_version=variant.version, arch_config=arch_cfg,
-                    task=task_name, task_version=task.version, task_config=task_cfg,
-                    seed=seed, device=suite.hardware.device, dtype=suite.hardware.dtype,
-                    threads=suite.hardware.threads,
-                ))
+        key, values = suite.sweeps.get(task_name, (None, (None,)))
+        for value in values:  # a sweep runs shortest first, so a failure can stop its series
+            task_cfg = tasks.resolve_config(task_name, **{**base_cfg, key: value}) if key \
+                else base_cfg
+            for seed in suite.seeds:
+                for arch_name, arch_cfg in suite.architectures.items():
+                    variant = architectures.get(arch_name)
+                    if task.needs_causal and not getattr(variant, "causal", True):
+                        continue
+                    cells.append(Cell(
+                        arch=arch_name, arch_version=variant.version, arch_config=arch_cfg,
+                        task=task_name, task_version=task.version, task_config=task_cfg,
+                        seed=seed, device=suite.hardware.device, dtype=suite.hardware.dtype,
+                        threads=suite.hardware.threads, sweep_key=key,
+                    ))
     return cells

@@ -120,6 +120,28 @@ def arch_info(name: str) -> dict[str, Any]:
         return {"name": name, "family": "unregistered", "version": "-", "papers": [], "doc": ""}
 
 
+def scaling_boards(rows: list[dict[str, Any]], derived: list[dict[str, Any]],
+                   hardware: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per sweep group: a log-log plot, the exponents and the crossover lengths."""
+    from harness.derive import sweep_series
+    from harness.plots import loglog
+
+    boards = []
+    for (fp, task, metric, series, key), by_arch in sorted(sweep_series(rows).items()):
+        if max(len(p) for p in by_arch.values()) < 2:
+            continue
+        mine = [d for d in derived if d["hardware_fingerprint"] == fp and d["task"] == task
+                and d["metric"] == metric and d["series"] == series]
+        unit = next((r["unit"] for r in rows if r["task"] == task and r["metric"] == metric), "")
+        boards.append({
+            "fingerprint": fp, "hardware": hardware.get(fp, {}), "task": task, "metric": metric,
+            "key": key, "svg": loglog(by_arch, key, f"{metric} ({unit})"),
+            "exponents": [d for d in mine if d["kind"] == "scaling_exponent"],
+            "crossovers": [d for d in mine if d["kind"] == "crossover_length"],
+        })
+    return boards
+
+
 def build(engine: Engine, out: Path) -> Path:
     """Render the site into ``out`` (wiped first); returns the index path."""
     assets = assets_dir()
@@ -136,6 +158,8 @@ def build(engine: Engine, out: Path) -> Path:
     index.write_text(env.get_template("index.html").render(
         boards=leaderboards(rows, hardware), n_results=len(rows), root=".",
         archs=sorted(pages)))
+    (out / "scaling.html").write_text(env.get_template("scaling.html").render(
+        boards=scaling_boards(rows, db.derived(engine), hardware), root="."))
     (out / "arch").mkdir()
     for name, arch_rows in sorted(pages.items()):
         (out / "arch" / f"{name}.html").write_text(env.get_template("arch.html").render(

@@ -31,6 +31,7 @@ from harness.provenance import code_version
 log = logging.getLogger(__name__)
 
 STDERR_TAIL = 4000
+SWEEP_STOPPERS = ("timeout", "oom")  # a sweep stops a variant here: longer inputs cost more
 
 
 @dataclass
@@ -144,11 +145,18 @@ def run(cells: list[Cell], engine: Engine, *, suite_name: str, timeout_s: float,
     if on_plan:
         on_plan(len(cells), len(pending))
     report = RunReport(run_id, version, hw.fingerprint, len(cells) - len(pending), [])
+    stopped: dict[str, str] = {}  # sweep series -> why its larger values are not run
     try:
         for cell in pending:
             if on_start:
                 on_start(cell)
-            outcome = execute(cell, timeout_s, plugins)
+            if cell.series in stopped:
+                outcome = {"status": "skipped", "error": stopped[cell.series], "wall_s": 0.0}
+            else:
+                outcome = execute(cell, timeout_s, plugins)
+            if cell.series and outcome["status"] in SWEEP_STOPPERS:
+                stopped.setdefault(cell.series, f"not run: the same series hit "
+                                   f"{outcome['status']} at {cell.sweep_key}={cell.sweep_value}")
             volatile = hardware_fingerprint(device).volatile
             rows = to_rows(cell, outcome, run_id, hw.fingerprint, version, volatile,
                            headlines[cell.task])

@@ -42,7 +42,9 @@ class Suite:
     seeds: tuple[int, ...]
     timeout_s: float
     architectures: dict[str, dict[str, Any]]  # name -> resolved config
-    tasks: dict[str, dict[str, Any]]  # name -> resolved config
+    tasks: dict[str, dict[str, Any]]  # name -> resolved config (sweep key at its first value)
+    # task name -> (swept key, values in order)
+    sweeps: dict[str, tuple[str, tuple[Any, ...]]] = field(default_factory=dict)
     model: dict[str, Any] = field(default_factory=dict)
 
 
@@ -107,6 +109,22 @@ def _hardware(where: str, raw: Any, overrides: dict[str, Any]) -> Hardware:
     return hw
 
 
+def _sweep(where: str, entry: dict[str, Any]) -> tuple[str, tuple[Any, ...]] | None:
+    """Pop ``sweep: {key: [v1, v2, ...]}`` from a task entry: one cell per value, in order."""
+    raw = entry.pop("sweep", None)
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or len(raw) != 1:
+        raise SuiteError(f"{where}.sweep: must map exactly one config key to a list of values")
+    ((key, values),) = raw.items()
+    if not isinstance(values, list) or not values:
+        raise SuiteError(f"{where}.sweep.{key}: must be a non-empty list of values")
+    if key in entry:
+        raise SuiteError(f"{where}.sweep.{key}: is also set outside the sweep; set it once")
+    entry[key] = values[0]
+    return str(key), tuple(values)
+
+
 def _resolve(where: str, kind: str, entries: dict[str, dict[str, Any]], module: Any,
              base: dict[str, Any]) -> dict[str, dict[str, Any]]:
     out = {}
@@ -135,8 +153,13 @@ def load(name_or_path: str, **hardware_overrides: Any) -> Suite:
     archs = _resolve(f"{where}: architectures", "architecture",
                      _named(f"{where}: architectures", raw.get("architectures")),
                      architectures, model)
-    task_cfgs = _resolve(f"{where}: tasks", "task",
-                         _named(f"{where}: tasks", raw.get("tasks")), tasks, {})
+    task_entries = _named(f"{where}: tasks", raw.get("tasks"))
+    sweeps = {name: _sweep(f"{where}: tasks.{name}", entry) for name, entry in task_entries.items()}
+    task_cfgs = _resolve(f"{where}: tasks", "task", task_entries, tasks, {})
+    for name, (key, values) in {k: v for k, v in sweeps.items() if v}.items():
+        for value in values:  # every swept value must be valid, not just the first
+            _resolve(f"{where}: tasks", "task", {name: {**task_entries[name], key: value}},
+                     tasks, {})
     seeds = raw.get("seeds", [0])
     if not isinstance(seeds, list) or not seeds or not all(
         isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds
@@ -150,7 +173,7 @@ def load(name_or_path: str, **hardware_overrides: Any) -> Suite:
         description=str(raw.get("description", "")),
         hardware=_hardware(f"{where}: hardware", raw.get("hardware"), hardware_overrides),
         seeds=tuple(seeds), timeout_s=float(timeout), architectures=archs, tasks=task_cfgs,
-        model=model,
+        model=model, sweeps={k: v for k, v in sweeps.items() if v},
     )
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 import tasks
+from architectures import state_numel
 from harness.context import CellContext
 from harness.timing import time_fn
 from tasks._timed import latency_metrics
@@ -49,6 +50,7 @@ def run(cfg: Config, ctx: CellContext) -> list[Metric]:
     box: dict[str, Any] = {"steps": 0}
     with torch.inference_mode():
         box["state"], _ = prefill_state(model, context)
+        measured_numel = state_numel(box["state"])  # before timing grows the context
         next_tok = ctx.random_tokens(cfg.batch_size, 1, vocab, offset=1)
 
         def one_step() -> None:
@@ -62,12 +64,29 @@ def run(cfg: Config, ctx: CellContext) -> list[Metric]:
     extra = {
         "batch_size": cfg.batch_size, "context_len": cfg.context_len,
         "context_len_end": cfg.context_len + box["steps"], "kernel_path": "step",
-        "state_bytes_at_context": model.state_bytes(cfg.context_len, cfg.batch_size),
     }
-    return latency_metrics(timing, cfg.batch_size, extra)
+    return [*latency_metrics(timing, cfg.batch_size, extra),
+            *state_metrics(model, measured_numel, cfg, extra)]
+
+
+def state_metrics(model: Any, measured_numel: int, cfg: Config,
+                  extra: dict[str, Any]) -> list[Metric]:
+    """Decode-state bytes at L: counted from the state tensors, and the analytic figure."""
+    element = next(model.parameters()).element_size()
+    measured = measured_numel * cfg.batch_size * element
+    analytic = model.state_bytes(cfg.context_len, cfg.batch_size)
+    info = {**extra, "reconciled": measured == analytic}
+    return [
+        Metric(name="state_bytes_measured", unit="bytes", value=float(measured),
+               higher_is_better=False, extra=info,
+               method="elements of the state tensors after L steps x element size"),
+        Metric(name="state_bytes_analytic", unit="bytes", value=float(analytic),
+               higher_is_better=False, extra=info,
+               method="analytic: the variant's state_size(L) x batch x element size"),
+    ]
 
 
 TASK = tasks.register(Task(
-    name="decode_latency", kind="efficiency", version=1, config_cls=Config, run=run,
+    name="decode_latency", kind="efficiency", version=2, config_cls=Config, run=run,
     headline="latency_ms", doc=__doc__ or "",
 ))

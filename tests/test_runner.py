@@ -94,14 +94,26 @@ def test_killed_run_resumes_without_remeasuring(tmp_path: Path, db_url: str) -> 
     os.kill(proc.pid, signal.SIGKILL)  # the harshest interruption: no cleanup at all
     proc.wait()
     first = _ok_cells(db_url)
-    assert 1 <= len(first) < len(archs), "kill should land midway"
+    assert 1 <= len(first) < len(archs), f"kill should land midway: {first}"
 
     assert main(["--db", db_url, "run", "--suite", str(suite_path), "--no-progress"]) == 0
     second = _ok_cells(db_url)
-    assert len(second) == len(archs)  # nothing lost
-    assert all(len(runs) == 1 for runs in second.values())  # nothing measured twice
+    rows = db.results(db.connect(db_url))
+    summary = [(r["arch"], r["metric"], r["status"], r["run_id"]) for r in rows]
+    assert len(second) == len(archs), summary  # nothing lost
+    assert all(len(runs) == 1 for runs in second.values()), summary  # nothing measured twice
     for cell_id, runs in first.items():
         assert second[cell_id] == runs  # finished cells kept from the first run
 
     assert main(["--db", db_url, "run", "--suite", str(suite_path), "--no-progress"]) == 0
     assert _ok_cells(db_url) == second  # a third run has nothing to do
+
+
+def test_sweep_stops_a_series_after_a_timeout(tmp_path: Path, db_url: str) -> None:
+    suite_path = write_suite(tmp_path / "sweep.yaml", ["transformer"],
+                             {"prefill_latency": {"sweep": {"seq_len": [8, 16, 32]}}})
+    assert main(["--db", db_url, "run", "--suite", str(suite_path), "--timeout", "0.3",
+                 "--no-progress"]) == 0
+    rows = sorted(db.results(db.connect(db_url)), key=lambda r: r["task_config"]["seq_len"])
+    assert [r["status"] for r in rows] == ["timeout", "skipped", "skipped"]
+    assert "seq_len=8" in rows[1]["error"]

@@ -82,3 +82,27 @@ def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:
     path.write_text("name: x\narchitectures: [transformer\n")
     with pytest.raises(suite.SuiteError, match=r"broken.yaml: line \d+ is not valid YAML"):
         suite.load(str(path))
+
+
+def test_sweep_expands_in_order_and_validates_every_value(tmp_path: Path) -> None:
+    from harness import plan
+
+    path = write_suite(tmp_path / "sweep.yaml", ["transformer", "mamba"],
+                       {"prefill_latency": {"n_samples": 5, "sweep": {"seq_len": [8, 16, 32]}}})
+    cells = plan.plan(suite.load(str(path)))
+    assert [(c.task_config["seq_len"], c.arch) for c in cells] == [
+        (8, "transformer"), (8, "mamba"), (16, "transformer"), (16, "mamba"),
+        (32, "transformer"), (32, "mamba")]
+    assert len({c.series for c in cells if c.arch == "mamba"}) == 1
+    assert len({c.cell_id for c in cells}) == 6
+    bad = write_suite(tmp_path / "badsweep.yaml", ["transformer"],
+                      {"prefill_latency": {"sweep": {"seq_len": [8, -1]}}})
+    with pytest.raises(suite.SuiteError, match="tasks.prefill_latency"):
+        suite.load(str(bad))
+
+
+def test_shipped_efficiency_suite_sweeps_lengths() -> None:
+    s = suite.load("efficiency")
+    assert s.sweeps["prefill_latency"][0] == "seq_len"
+    assert 16384 in s.sweeps["prefill_latency"][1]
+    assert s.sweeps["decode_latency"] == ("context_len", (512, 2048, 8192))

@@ -1,0 +1,90 @@
+"""Derived figures from sequence-length sweeps: scaling exponents and crossover lengths.
+
+A series is one (hardware, task, metric, architecture, task config without its length key);
+its points are the newest ``ok`` value at each length. Measured, not quoted from complexity.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from itertools import combinations
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from harness import db
+from harness.plan import canonical_hash
+from harness.stats import loglog_slope
+
+LENGTH_KEYS = ("seq_len", "context_len")  # the task config keys a sweep varies
+SWEPT_METRICS = ("latency_ms", "peak_memory_mib", "state_bytes_measured")
+MIN_POINTS = 3
+
+
+def length_key(task_config: dict[str, Any]) -> str | None:
+    return next((k for k in LENGTH_KEYS if k in task_config), None)
+
+
+def sweep_series(rows: list[dict[str, Any]]) -> dict[tuple, dict[str, dict[int, float]]]:
+    """(fingerprint, task, metric, series id) -> arch -> {length: newest ok value}."""
+    out: dict[tuple, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+    for row in rows:  # oldest first, so newer values overwrite
+        key = length_key(row["task_config"])
+        if row["status"] != "ok" or row["metric"] not in SWEPT_METRICS or key is None:
+            continue
+        rest = {k: v for k, v in row["task_config"].items() if k != key}
+        series = canonical_hash({"task_config": rest, "key": key, "device": row["device"],
+                                 "dtype": row["dtype"], "threads": row["threads"]})
+        group = (row["hardware_fingerprint"], row["task"], row["metric"], series, key)
+        out[group][row["arch"]][int(row["task_config"][key])] = float(row["value"])
+    return out
+
+
+def crossover(a: dict[int, float], b: dict[int, float]) -> float | None:
+    """First length where the sign of log(a) - log(b) flips, interpolated in log-log space."""
+    xs = sorted(set(a) & set(b))
+    diffs = [(x, math.log(a[x]) - math.log(b[x])) for x in xs if a[x] > 0 and b[x] > 0]
+    for (x0, d0), (x1, d1) in zip(diffs, diffs[1:], strict=False):
+        if d0 == 0:
+            return float(x0)
+        if d0 * d1 < 0:
+            frac = d0 / (d0 - d1)
+            return math.exp(math.log(x0) + frac * (math.log(x1) - math.log(x0)))
+    return None
+
+
+def compute(rows: list[dict[str, Any]], code_version: str) -> dict[str, list[dict[str, Any]]]:
+    """Per fingerprint: scaling exponents per variant and crossovers per pair of variants."""
+    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for (fp, task, metric, series, key), by_arch in sorted(sweep_series(rows).items()):
+        base = {"task": task, "metric": metric, "series": series, "code_version": code_version}
+        fits = {a: pts for a, pts in sorted(by_arch.items()) if len(pts) >= MIN_POINTS}
+        for arch, pts in fits.items():
+            xs = sorted(pts)
+            out[fp].append({**base, "kind": "scaling_exponent", "arch": arch, "other_arch": None,
+                            "value": loglog_slope(xs, [pts[x] for x in xs]), "unit": "",
+                            "method": f"least-squares slope of log({metric}) on log({key}) over "
+                                      f"{len(xs)} lengths {xs[0]}..{xs[-1]}",
+                            "points": {"key": key, "x": xs, "y": [pts[x] for x in xs]}})
+        for a, b in combinations(sorted(fits), 2):
+            x = crossover(fits[a], fits[b])
+            if x is None:
+                continue
+            xs = sorted(set(fits[a]) & set(fits[b]))
+            faster_above = a if fits[a][xs[-1]] < fits[b][xs[-1]] else b
+            out[fp].append({**base, "kind": "crossover_length", "arch": a, "other_arch": b,
+                            "value": x, "unit": key,
+                            "method": f"sign change of log({metric}) difference between measured "
+                                      f"lengths, interpolated in log-log; {faster_above} is "
+                                      f"lower above it",
+                            "points": {"key": key, "x": xs, "lower_above": faster_above}})
+    return out
+
+
+def refresh(engine: Engine, code_version: str) -> int:
+    """Recompute and store every fingerprint's derived figures; returns the row count."""
+    rows = db.results(engine)
+    computed = compute(rows, code_version)
+    fingerprints = {r["hardware_fingerprint"] for r in rows}
+    return sum(db.replace_derived(engine, fp, computed.get(fp, [])) for fp in fingerprints)

@@ -1,0 +1,62 @@
+"""Training-step latency: forward, cross-entropy loss, backward and an AdamW step over (B, T).
+
+Warm-up steps run first (AdamW allocates its moments on the first step); iterations are
+calibrated and the device is synchronised before every clock read. Weights change between
+calls, as in real training; the cost of a step does not depend on their values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+import tasks
+from harness.context import CellContext
+from harness.timing import time_fn
+from tasks._timed import latency_metrics
+from tasks.base import Metric, Task
+
+
+@dataclass(frozen=True)
+class Config:
+    batch_size: int = 8
+    seq_len: int = 256
+    lr: float = 1e-3
+    n_samples: int = 10
+    warmup: int = 2
+    min_sample_s: float = 0.02
+    max_total_s: float = 30.0
+
+    def validate(self) -> None:
+        if self.batch_size < 1 or self.seq_len < 2 or self.n_samples < 1:
+            raise ValueError("batch_size and n_samples must be >= 1, seq_len >= 2")
+
+
+def run(cfg: Config, ctx: CellContext) -> list[Metric]:
+    model = ctx.build_model().train()
+    vocab = model.config["vocab_size"]
+    tokens = ctx.random_tokens(cfg.batch_size, cfg.seq_len + 1, vocab)
+    inputs, targets = tokens[:, :-1], tokens[:, 1:]
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
+
+    def train_step() -> None:
+        logits = model(inputs)  # (B, T, V)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    timing = time_fn(train_step, sync=ctx.sync, warmup=cfg.warmup,
+                     min_sample_s=cfg.min_sample_s, n_samples=cfg.n_samples,
+                     max_total_s=cfg.max_total_s)
+    extra = {"batch_size": cfg.batch_size, "seq_len": cfg.seq_len,
+             "kernel_path": model.kernel_path, "optimizer": "AdamW"}
+    return latency_metrics(timing, cfg.batch_size * cfg.seq_len, extra)
+
+
+TASK = tasks.register(Task(
+    name="train_step_latency", kind="efficiency", version=1, config_cls=Config, run=run,
+    headline="latency_ms", doc=__doc__ or "",
+))
