@@ -85,7 +85,9 @@ def test_site_opens_in_headless_chromium_without_console_errors(populated,
         page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: problems.append(str(e)))
         page.on("requestfailed", lambda r: problems.append(f"failed to load {r.url}"))
-        for path in (index, *sorted((index.parent / "arch").glob("*.html"))):
+        pages = [index, index.parent / "scaling.html",
+                 *sorted((index.parent / "arch").glob("*.html"))]
+        for path in pages:
             page.goto(path.resolve().as_uri())
             assert page.locator("table").count() >= 1
         page.goto(index.resolve().as_uri())

@@ -1,0 +1,57 @@
+"""Scaling exponents and crossovers from sweeps, and the site's scaling page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness import db, derive, render
+
+LENGTHS = [32, 64, 128, 256, 512]
+CURVES = {"linear": lambda x: float(x), "quadratic": lambda x: 0.01 * x * x}  # cross at 100
+
+
+def _row(arch: str, x: int, y: float) -> dict:
+    return {
+        "run_id": "r", "cell_id": f"{arch}{x}", "config_hash": "h", "code_version": "git:t",
+        "hardware_fingerprint": "fp", "arch": arch, "arch_version": 1, "arch_config": {},
+        "task": "prefill_latency", "task_version": 1,
+        "task_config": {"seq_len": x, "batch_size": 1}, "seed": 0, "metric": "latency_ms",
+        "unit": "ms", "value": y, "n_samples": 5, "status": "ok", "method": "t",
+        "device": "cpu", "dtype": "float32", "threads": 2,
+    }
+
+
+ROWS = [_row(a, x, f(x)) for a, f in CURVES.items() for x in LENGTHS]
+
+
+def test_exponents_and_crossover_are_exact_on_power_laws() -> None:
+    out = derive.compute(ROWS, "git:t")["fp"]
+    exps = {d["arch"]: d["value"] for d in out if d["kind"] == "scaling_exponent"}
+    assert exps == pytest.approx({"linear": 1.0, "quadratic": 2.0})
+    (cross,) = [d for d in out if d["kind"] == "crossover_length"]
+    assert cross["value"] == pytest.approx(100.0)
+    assert cross["points"]["lower_above"] == "linear"
+
+
+def test_no_crossover_when_curves_do_not_cross() -> None:
+    assert derive.crossover({1: 1.0, 2: 2.0}, {1: 3.0, 2: 6.0}) is None
+
+
+def test_failed_rows_and_short_series_are_ignored() -> None:
+    rows = [*ROWS[:2], {**ROWS[2], "status": "timeout", "value": None}]
+    assert derive.compute(rows, "git:t") == {}
+
+
+def test_refresh_stores_and_site_plots(db_url: str, tmp_path: Path) -> None:
+    engine = db.connect(db_url)
+    db.store(engine, ROWS)
+    assert derive.refresh(engine, "git:t") == 3
+    assert derive.refresh(engine, "git:t") == 3  # replaced, not appended
+    assert len(db.derived(engine)) == 3
+    index = render.build(engine, tmp_path / "site")
+    page = (index.parent / "scaling.html").read_text()
+    assert page.count("<polyline") == 2
+    assert "<title>linear</title>" in page and "<title>quadratic</title>" in page
+    assert ">100.0<" in page  # the crossover length
