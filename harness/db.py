@@ -128,6 +128,20 @@ class Derived(Base):
     computed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
 
 
+class Peak(Base):
+    """Measured matmul FLOP/s of one machine setting, the yardstick for achieved FLOP/s."""
+
+    __tablename__ = "hardware_peaks"
+    hardware_fingerprint: Mapped[str] = mapped_column(String(32), primary_key=True)
+    device: Mapped[str] = mapped_column(String(40), primary_key=True)
+    dtype: Mapped[str] = mapped_column(String(20), primary_key=True)
+    threads: Mapped[int] = mapped_column(Integer, primary_key=True)
+    flops_per_s: Mapped[float] = mapped_column(Float)
+    method: Mapped[str] = mapped_column(Text)
+    n_samples: Mapped[int] = mapped_column(Integer)
+    measured_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+
+
 PROVENANCE_COLUMNS = [c.name for c in Result.__table__.columns if c.name not in
                       ("samples", "summary", "volatile")]
 
@@ -235,3 +249,17 @@ def derived(engine: Engine) -> list[dict[str, Any]]:
                                         Derived.other_arch)
         return [{c.name: getattr(r, c.name) for c in Derived.__table__.columns
                  if c.name not in ("id", "computed_at")} for r in s.scalars(stmt)]
+
+
+def peaks(engine: Engine) -> dict[tuple[str, str, str, int], float]:
+    """(fingerprint, device, dtype, threads) -> measured matmul FLOP/s."""
+    with Session(engine) as s:
+        return {(p.hardware_fingerprint, p.device, p.dtype, p.threads): p.flops_per_s
+                for p in s.scalars(select(Peak))}
+
+
+def store_peak(engine: Engine, fingerprint: str, device: str, dtype: str, threads: int,
+               reading: dict[str, Any]) -> None:
+    with Session(engine) as s, s.begin():
+        s.merge(Peak(hardware_fingerprint=fingerprint, device=device, dtype=dtype,
+                     threads=threads, **reading))

@@ -82,9 +82,49 @@ def compute(rows: list[dict[str, Any]], code_version: str) -> dict[str, list[dic
     return out
 
 
+def _newest(rows: list[dict[str, Any]], task: str, metric: str) -> dict[tuple, dict]:
+    """Newest ok row per (fp, arch, arch config, seq_len, batch, device, dtype, threads)."""
+    out = {}
+    for r in rows:
+        if r["task"] == task and r["metric"] == metric and r["status"] == "ok":
+            cfg = r["task_config"]
+            out[(r["hardware_fingerprint"], r["arch"], canonical_hash(r["arch_config"]),
+                 cfg.get("seq_len"), cfg.get("batch_size"), r["device"], r["dtype"],
+                 r["threads"])] = r
+    return out
+
+
+def achieved(rows: list[dict[str, Any]], peaks: dict[tuple, float],
+             code_version: str) -> dict[str, list[dict[str, Any]]]:
+    """FLOP/s reached in prefill: counted FLOP/token x measured tokens/s, and its fraction of
+    the same setting's measured matmul peak."""
+    flops = _newest(rows, "flops", "forward_flops_per_token")
+    speed = _newest(rows, "prefill_latency", "tokens_per_s")
+    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for key in sorted(set(flops) & set(speed), key=str):
+        fp, arch, _, seq_len, batch, device, dtype, threads = key
+        value = flops[key]["value"] * speed[key]["value"]
+        base = {"task": "prefill_latency", "metric": "achieved_flops_per_s",
+                "series": canonical_hash({"seq_len": seq_len, "batch_size": batch}),
+                "arch": arch, "other_arch": None, "code_version": code_version,
+                "points": {"seq_len": seq_len, "batch_size": batch, "device": device,
+                           "dtype": dtype, "threads": threads}}
+        out[fp].append({**base, "kind": "achieved_flops_per_s", "value": value,
+                        "unit": "FLOP/s", "method": "flops task FLOP/token x prefill "
+                        "median tokens/s at the same shape"})
+        peak = peaks.get((fp, device, dtype, threads))
+        if peak:
+            out[fp].append({**base, "kind": "fraction_of_peak", "value": value / peak,
+                            "unit": "fraction", "method": f"achieved / measured matmul peak "
+                            f"{peak:.3g} FLOP/s of this setting"})
+    return out
+
+
 def refresh(engine: Engine, code_version: str) -> int:
     """Recompute and store every fingerprint's derived figures; returns the row count."""
     rows = db.results(engine)
     computed = compute(rows, code_version)
+    for fp, extra in achieved(rows, db.peaks(engine), code_version).items():
+        computed.setdefault(fp, []).extend(extra)
     fingerprints = {r["hardware_fingerprint"] for r in rows}
     return sum(db.replace_derived(engine, fp, computed.get(fp, [])) for fp in fingerprints)

@@ -142,6 +142,19 @@ def scaling_boards(rows: list[dict[str, Any]], derived: list[dict[str, Any]],
     return boards
 
 
+def achieved_rows(derived: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (hardware, variant, shape): achieved FLOP/s and its fraction of peak."""
+    table: dict[tuple, dict[str, Any]] = {}
+    for d in derived:
+        if d["kind"] in ("achieved_flops_per_s", "fraction_of_peak"):
+            p = d["points"]
+            key = (d["hardware_fingerprint"], d["arch"], p["seq_len"], p["batch_size"])
+            table.setdefault(key, {"fingerprint": key[0], "arch": key[1], "seq_len": key[2],
+                                   "batch_size": key[3], "fraction_of_peak": None})
+            table[key][d["kind"]] = d["value"]
+    return [table[k] for k in sorted(table, key=str)]
+
+
 def build(engine: Engine, out: Path) -> Path:
     """Render the site into ``out`` (wiped first); returns the index path."""
     assets = assets_dir()
@@ -158,8 +171,10 @@ def build(engine: Engine, out: Path) -> Path:
     index.write_text(env.get_template("index.html").render(
         boards=leaderboards(rows, hardware), n_results=len(rows), root=".",
         archs=sorted(pages)))
+    derived = db.derived(engine)
     (out / "scaling.html").write_text(env.get_template("scaling.html").render(
-        boards=scaling_boards(rows, db.derived(engine), hardware), root="."))
+        boards=scaling_boards(rows, derived, hardware), achieved=achieved_rows(derived),
+        root="."))
     (out / "arch").mkdir()
     for name, arch_rows in sorted(pages.items()):
         (out / "arch" / f"{name}.html").write_text(env.get_template("arch.html").render(

@@ -128,6 +128,20 @@ def to_rows(cell: Cell, outcome: dict[str, Any], run_id: str, fp: str, version: 
     return rows
 
 
+def measure_peak(engine: Engine, fingerprint: str, cell: Cell) -> None:
+    """Measure this setting's matmul peak once (in its own process) for achieved FLOP/s."""
+    key = (fingerprint, cell.device, cell.dtype, cell.threads)
+    if key in db.peaks(engine):
+        return
+    cmd = [sys.executable, "-m", "harness.peak", cell.device, cell.dtype, str(cell.threads)]
+    try:
+        proc = subprocess.run(cmd, env=cell_env(cell), capture_output=True, text=True,
+                              timeout=120, check=True)
+        db.store_peak(engine, *key, json.loads(proc.stdout))
+    except (subprocess.SubprocessError, ValueError) as err:
+        log.warning("matmul peak not measured (achieved FLOP/s will be missing): %s", err)
+
+
 def run(cells: list[Cell], engine: Engine, *, suite_name: str, timeout_s: float,
         plugins: tuple[str, ...] = (), headlines: dict[str, str],
         on_start: Callable[[Cell], None] | None = None,
@@ -142,6 +156,8 @@ def run(cells: list[Cell], engine: Engine, *, suite_name: str, timeout_s: float,
     run_id = uuid.uuid4().hex[:16]
     db.ensure_hardware(engine, hw.fingerprint, hw.stable)
     db.start_run(engine, run_id, suite_name, version, hw.fingerprint, len(cells))
+    if any(c.task == "flops" for c in pending):
+        measure_peak(engine, hw.fingerprint, pending[0])
     if on_plan:
         on_plan(len(cells), len(pending))
     report = RunReport(run_id, version, hw.fingerprint, len(cells) - len(pending), [])

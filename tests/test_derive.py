@@ -55,3 +55,13 @@ def test_refresh_stores_and_site_plots(db_url: str, tmp_path: Path) -> None:
     assert page.count("<polyline") == 2
     assert "<title>linear</title>" in page and "<title>quadratic</title>" in page
     assert ">100.0<" in page  # the crossover length
+
+
+def test_achieved_flops_against_measured_peak() -> None:
+    flops = {**_row("transformer", 256, 0.0), "task": "flops",
+             "metric": "forward_flops_per_token", "value": 1e6}
+    speed = {**_row("transformer", 256, 0.0), "metric": "tokens_per_s", "value": 2e4}
+    out = derive.achieved([flops, speed], {("fp", "cpu", "float32", 2): 1e11}, "git:t")["fp"]
+    got = {d["kind"]: d["value"] for d in out}
+    assert got == pytest.approx({"achieved_flops_per_s": 2e10, "fraction_of_peak": 0.2})
+    assert derive.achieved([flops], {}, "git:t") == {}  # no prefill at that shape: nothing
