@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields, replace
+from types import MappingProxyType
 from typing import Any, Protocol
 
 import torch
@@ -101,8 +102,13 @@ class Variant:
     make_mixer: MakeMixer  # (cfg, d_model, layer_idx, n_layers) -> mixer module
     doc: str  # one paragraph, shown on the site
     causal: bool = True
+    # backbone keys this variant sets by default (e.g. moe: n_experts=4), applied before the
+    # user's keys; read-only once built
+    backbone_defaults: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
+        frozen = MappingProxyType(dict(self.backbone_defaults))
+        object.__setattr__(self, "backbone_defaults", frozen)
         for f in fields(self.config_cls):
             if f.default is MISSING:
                 raise TypeError(f"{self.name}: config key {f.name!r} needs a default")

@@ -1,12 +1,16 @@
 """The one backbone every variant shares (after zoology): only the sequence mixer changes.
 
 embedding -> n_layers x [norm -> mixer -> residual, norm -> MLP(GELU) -> residual] -> norm -> head.
-Also the config entry points: `config_keys`, `resolve_config` and `build`.
+Axes any variant can turn: where the norms sit (`norm_position`: Pre-LN, Post-LN, Peri-LN) and
+which (`norm`), routed expert MLPs instead of the dense one (`n_experts`, `top_k`), and the stack
+applied `n_loops` times with shared weights. Also the config entry points: `config_keys`,
+`resolve_config` and `build`.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -37,7 +41,18 @@ class BackboneConfig:
     d_model: int = integer(64)  # residual width D
     n_layers: int = integer(2)  # blocks, each one mixer + one MLP
     mlp_ratio: int = integer(4)  # MLP hidden width = mlp_ratio * D
-    norm: str = choice("layernorm", ("layernorm", "rmsnorm"))  # pre-norm before mixer and MLP
+    norm: str = choice("layernorm", ("layernorm", "rmsnorm"))  # normalization layer kind
+    # pre: x + f(norm(x)); post: norm(x + f(x)) (no final norm); peri: x + norm(f(norm(x)))
+    norm_position: str = choice("pre", ("pre", "post", "peri"))
+    n_experts: int = integer(0, minimum=0)  # 0: dense MLP; else this many routed expert MLPs
+    top_k: int = integer(1)  # experts per token (when n_experts > 0)
+    n_loops: int = integer(1)  # times the stack of n_layers blocks runs, weights shared
+
+    def check(self) -> None:
+        if self.n_experts and self.top_k > self.n_experts:
+            raise ConfigError(
+                f"config key 'top_k' must be <= n_experts={self.n_experts}; got {self.top_k}"
+            )
 
 
 _BACKBONE_KEYS = frozenset(f.name for f in fields(BackboneConfig))
@@ -55,11 +70,14 @@ def get(name: str) -> Variant:
 
 def config_keys(name: str) -> list[str]:
     """Allowed config keys of `name`: backbone keys plus its mixer keys, sorted."""
-    mixer_keys = {f.name for f in fields(get(name).config_cls)}
+    variant = get(name)
+    mixer_keys = {f.name for f in fields(variant.config_cls)}
     if mixer_keys & _BACKBONE_KEYS:  # a variant bug, not a user error
         raise TypeError(
             f"{name}: mixer config redefines backbone keys {sorted(mixer_keys & _BACKBONE_KEYS)}"
         )
+    if set(variant.backbone_defaults) - _BACKBONE_KEYS:
+        raise TypeError(f"{name}: backbone_defaults names keys that are not backbone keys")
     return sorted(_BACKBONE_KEYS | mixer_keys)
 
 
@@ -67,6 +85,7 @@ def _parse(name: str, config: dict[str, Any]) -> tuple[Variant, BackboneConfig, 
     """Validated (variant, backbone config, mixer config); every error is one prefixed line."""
     variant = get(name)
     allowed = config_keys(name)
+    config = {**variant.backbone_defaults, **config}  # the variant's defaults, then the user's
     unknown = sorted(set(config) - set(allowed))
     if unknown:
         raise ConfigError(f"{name}: {_unknown_keys_message(unknown, allowed)}")
@@ -77,6 +96,7 @@ def _parse(name: str, config: dict[str, Any]) -> tuple[Variant, BackboneConfig, 
     mixer = build_config(variant.config_cls, mixer_part, name)
     try:
         check_fields(backbone)
+        backbone.check()
         check_fields(mixer)
         if hasattr(mixer, "check"):
             mixer.check(backbone.d_model)
@@ -117,31 +137,104 @@ class MLP(nn.Module):
         return self.proj(nn.functional.gelu(self.fc(x)))
 
 
+def balance_loss(probs: Tensor, expert: Tensor) -> Tensor:
+    """Switch Transformers' load-balancing loss n * sum_i f_i P_i (1 when routing is uniform).
+
+    probs (M, n) router softmax; expert (M, k) chosen experts. f_i is the share of the M k
+    routing slots sent to expert i (not differentiable), P_i the mean router probability of i.
+    """
+    n = probs.shape[-1]
+    share = torch.bincount(expert.flatten(), minlength=n).to(probs.dtype) / expert.numel()
+    return n * (share * probs.mean(0)).sum()
+
+
+class MoE(nn.Module):
+    """Routed expert MLPs (Switch top-1, GShard top-2) in place of the dense MLP.
+
+    Each token goes to its top_k experts by router softmax, independently of the other tokens
+    (no capacity, nothing dropped), so outputs are batch invariant and step equals forward.
+    Top-1 scales the expert output by its router probability (Switch); top-k > 1 renormalises
+    the k probabilities to sum to 1 (GShard). `aux_loss` holds the last forward's balance loss.
+    """
+
+    def __init__(self, d_model: int, ratio: int, n_experts: int, top_k: int) -> None:
+        super().__init__()
+        self.top_k = top_k
+        self.router = nn.Linear(d_model, n_experts, bias=False)
+        self.experts = nn.ModuleList(MLP(d_model, ratio) for _ in range(n_experts))
+        self.aux_loss = torch.zeros(())
+
+    def idle_params(self) -> int:
+        """Parameters a token does not use: the experts it is not routed to."""
+        per_expert = sum(p.numel() for p in self.experts[0].parameters())
+        return (len(self.experts) - self.top_k) * per_expert
+
+    def forward(self, x: Tensor) -> Tensor:
+        flat = x.reshape(-1, x.shape[-1])  # (M, D), M = B * T tokens
+        probs = self.router(flat).float().softmax(-1)  # (M, n)
+        weight, expert = probs.topk(self.top_k, dim=-1)  # (M, k)
+        if self.top_k > 1:
+            weight = weight / weight.sum(-1, keepdim=True)
+        # one row per (token, slot): every write lands in its own place, so no atomics on GPU
+        out = flat.new_zeros(flat.shape[0], self.top_k, flat.shape[1])  # (M, k, D)
+        for i, mlp in enumerate(self.experts):
+            token, slot = (expert == i).nonzero(as_tuple=True)
+            out[token, slot] = mlp(flat[token]) * weight[token, slot, None].to(flat.dtype)
+        self.aux_loss = balance_loss(probs, expert)
+        return out.sum(1).view(x.shape)
+
+
+def _channel_mixer(cfg: BackboneConfig) -> nn.Module:
+    if cfg.n_experts:
+        return MoE(cfg.d_model, cfg.mlp_ratio, cfg.n_experts, cfg.top_k)
+    return MLP(cfg.d_model, cfg.mlp_ratio)
+
+
 class Block(nn.Module):
-    """Pre-norm residual block: x + mixer(norm(x)), then x + MLP(norm(x))."""
+    """Residual block of a mixer and a channel mixer, norms placed by `norm_position`.
+
+    pre:  x + f(norm(x)); post: norm(x + f(x)); peri: x + norm_out(f(norm(x))), as in
+    *Peri-LN*. Norms act per token, so `step` applies them exactly as `forward` does.
+    """
 
     def __init__(self, mixer: nn.Module, cfg: BackboneConfig) -> None:
         super().__init__()
+        self.position = cfg.norm_position
         self.norm1 = _norm(cfg.norm, cfg.d_model)
         self.mixer = mixer
         self.norm2 = _norm(cfg.norm, cfg.d_model)
-        self.mlp = MLP(cfg.d_model, cfg.mlp_ratio)
+        self.mlp = _channel_mixer(cfg)
+        peri = self.position == "peri"
+        self.norm1_out = _norm(cfg.norm, cfg.d_model) if peri else None
+        self.norm2_out = _norm(cfg.norm, cfg.d_model) if peri else None
+
+    def _enter(self, x: Tensor, norm: nn.Module) -> Tensor:
+        return x if self.position == "post" else norm(x)
+
+    def _leave(self, x: Tensor, y: Tensor, norm: nn.Module, norm_out: nn.Module | None) -> Tensor:
+        if self.position == "post":
+            return norm(x + y)
+        return x + (y if norm_out is None else norm_out(y))
 
     def forward(self, x: Tensor) -> Tensor:
-        x = x + self.mixer(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+        x = self._leave(x, self.mixer(self._enter(x, self.norm1)), self.norm1, self.norm1_out)
+        return self._leave(x, self.mlp(self._enter(x, self.norm2)), self.norm2, self.norm2_out)
 
     def step(self, x: Tensor, state: Any) -> tuple[Tensor, Any]:
-        y, state = self.mixer.step(self.norm1(x), state)
-        x = x + y
-        return x + self.mlp(self.norm2(x)), state
+        y, state = self.mixer.step(self._enter(x, self.norm1), state)
+        x = self._leave(x, y, self.norm1, self.norm1_out)
+        y = self.mlp(self._enter(x, self.norm2))
+        return self._leave(x, y, self.norm2, self.norm2_out), state
 
 
 class LanguageModel(nn.Module):
     """Token model of one variant: `forward` over a sequence, `step` one token against a state.
 
     Backbone weights use GPT-2 init (normal 0.02; MLP output scaled by 1/sqrt(2 n_layers));
-    each mixer initialises itself as its paper does.
+    each mixer initialises itself as its paper does. With n_loops > 1 the n_layers blocks run as
+    a stack n_loops times (weights shared); each run of a block has its own decoding state, so
+    the state list has n_loops * n_layers entries. `aux_loss` is the mean MoE balance loss of
+    the last forward over block runs (0 for a dense model); training adds a small multiple of it.
     """
 
     def __init__(self, variant: Variant, backbone: BackboneConfig, mixer: Any) -> None:
@@ -153,7 +246,10 @@ class LanguageModel(nn.Module):
         self.blocks = nn.ModuleList(
             Block(variant.make_mixer(mixer, d, i, n), backbone) for i in range(n)
         )
-        self.norm = _norm(backbone.norm, d)
+        self.n_loops = backbone.n_loops
+        # Post-LN already normalizes the last block's output
+        self.norm = nn.Identity() if backbone.norm_position == "post" else _norm(backbone.norm, d)
+        self.aux_loss = torch.zeros(())
         self.head = nn.Linear(d, backbone.vocab_size, bias=False)
         # a plugin mixer that does not say what it runs is recorded as plain eager PyTorch
         paths = {getattr(block.mixer, "kernel_path", "eager") for block in self.blocks}
@@ -164,14 +260,27 @@ class LanguageModel(nn.Module):
         nn.init.normal_(self.embed.weight, std=0.02)
         nn.init.normal_(self.head.weight, std=0.02)
         for block in self.blocks:
-            nn.init.normal_(block.mlp.fc.weight, std=0.02)
-            nn.init.normal_(block.mlp.proj.weight, std=0.02 / math.sqrt(2 * n_layers))
+            mlps = block.mlp.experts if isinstance(block.mlp, MoE) else [block.mlp]
+            for mlp in mlps:
+                nn.init.normal_(mlp.fc.weight, std=0.02)
+                nn.init.normal_(mlp.proj.weight, std=0.02 / math.sqrt(2 * n_layers))
+            if isinstance(block.mlp, MoE):
+                nn.init.normal_(block.mlp.router.weight, std=0.02)
+
+    def _runs(self) -> Iterator[Block]:
+        """The blocks in the order they run: the whole stack, n_loops times."""
+        for _ in range(self.n_loops):
+            yield from self.blocks
 
     def forward(self, tokens: Tensor) -> Tensor:
-        """tokens int64 (B, T) -> logits (B, T, V)."""
+        """tokens int64 (B, T) -> logits (B, T, V); sets `aux_loss`."""
         x = self.embed(tokens)  # (B, T, D)
-        for block in self.blocks:
+        aux = []
+        for block in self._runs():
             x = block(x)
+            if isinstance(block.mlp, MoE):
+                aux.append(block.mlp.aux_loss)
+        self.aux_loss = torch.stack(aux).mean() if aux else torch.zeros((), device=x.device)
         return self.head(self.norm(x))  # (B, T, V)
 
     def _param(self) -> Tensor:
@@ -188,23 +297,27 @@ class LanguageModel(nn.Module):
         device = self._param().device if device is None else device
         dtype = self._param().dtype if dtype is None else dtype
         kw = {"device": device, "dtype": dtype}
-        return [block.mixer.init_state(batch_size, **kw) for block in self.blocks]
+        return [block.mixer.init_state(batch_size, **kw) for block in self._runs()]
 
     def step(self, tokens: Tensor, state: list[Any]) -> tuple[Tensor, list[Any]]:
         """tokens (B, 1) -> logits (B, 1, V) and the states after them."""
         x = self.embed(tokens)  # (B, 1, D)
         new_state = []
-        for block, layer_state in zip(self.blocks, state, strict=True):
+        for block, layer_state in zip(self._runs(), state, strict=True):
             x, layer_state = block.step(x, layer_state)
             new_state.append(layer_state)
         return self.head(self.norm(x)), new_state
 
-    def num_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+    def num_params(self, active: bool = False) -> int:
+        """Parameters (shared ones once); `active`: only those one token uses (top_k experts)."""
+        total = sum(p.numel() for p in self.parameters())
+        if not active:
+            return total
+        return total - sum(b.mlp.idle_params() for b in self.blocks if isinstance(b.mlp, MoE))
 
     def state_size(self, seq_len: int) -> int:
         """Elements of decoding state per sequence after `seq_len` tokens, summed over layers."""
-        return sum(block.mixer.state_size(seq_len) for block in self.blocks)
+        return sum(block.mixer.state_size(seq_len) for block in self._runs())
 
     def state_bytes(self, seq_len: int, batch_size: int) -> int:
         """Bytes of decoding state for `batch_size` sequences, in the parameters' dtype."""

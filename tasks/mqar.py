@@ -22,6 +22,9 @@ from harness.context import CellContext
 from tasks.base import Metric, Task
 
 
+AUX_WEIGHT = 0.01  # Switch Transformer's load-balancing coefficient
+
+
 @dataclass(frozen=True)
 class Config:
     n_pairs: int = 4  # key-value pairs per sequence; T = 3 * n_pairs
@@ -100,11 +103,14 @@ def train(model: torch.nn.Module, cfg: Config, data: tuple[np.ndarray, np.ndarra
         x, y = x_all[idx].to(ctx.torch_device), y_all[idx].to(ctx.torch_device)
         logits = model(x)  # (B, T, V)
         loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=-100)
+        losses.append(loss.item())
+        aux = getattr(model, "aux_loss", None)  # MoE load balancing (0 for dense models)
+        if aux is not None:
+            loss = loss + AUX_WEIGHT * aux
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        losses.append(loss.item())
     model.eval()
     tail = losses[-max(1, cfg.steps // 10) :]
     return float(np.mean(tail))

@@ -1,0 +1,50 @@
+"""Local attention with a few global layers (MASFormer): causal softmax attention over the
+whole context in one layer of every `global_every`, and sliding-window attention over the last
+`window` tokens in all others. Most layers keep a bounded cache of `window` tokens; only the
+global layers keep the full, linearly growing KV cache. Both layer kinds are the
+`sliding_window` and `transformer` mixers unchanged."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from ._common import Variant, choice, integer, register
+from .sliding_window import SlidingWindowMixer
+from .transformer import AttentionMixer, check_heads
+
+__all__ = ["VARIANT", "MasformerConfig"]
+
+
+@dataclass(frozen=True)
+class MasformerConfig:
+    global_every: int = integer(2)  # layer i is global when i % global_every == global_every - 1
+    n_heads: int = integer(4)  # head width = d_model / n_heads, even for RoPE
+    window: int = integer(64)  # tokens a local layer's query sees, itself included
+    attention: str = choice("blocked", ("blocked", "reference"))  # local layers' forward form
+
+    def check(self, d_model: int) -> None:
+        check_heads(d_model, self.n_heads)
+
+
+def _make(cfg: MasformerConfig, d_model: int, layer_idx: int, n_layers: int) -> nn.Module:
+    if layer_idx % cfg.global_every == cfg.global_every - 1:
+        return AttentionMixer(d_model, cfg.n_heads, n_layers)
+    return SlidingWindowMixer(d_model, cfg.n_heads, n_layers, cfg.window, cfg.attention)
+
+
+VARIANT = register(
+    Variant(
+        name="masformer",
+        family="local + few global attention",
+        version=1,
+        papers=(
+            "Efficient Long-Range Transformers: You Need to Attend More, but Not Necessarily at "
+            "Every Layer",
+        ),
+        config_cls=MasformerConfig,
+        make_mixer=_make,
+        doc=__doc__,
+    )
+)
