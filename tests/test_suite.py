@@ -106,3 +106,9 @@ def test_shipped_efficiency_suite_sweeps_lengths() -> None:
     assert s.sweeps["prefill_latency"][0] == "seq_len"
     assert 16384 in s.sweeps["prefill_latency"][1]
     assert s.sweeps["decode_latency"] == ("context_len", (512, 2048, 8192))
+
+
+def test_efficiency_suite_covers_every_registered_variant() -> None:
+    import architectures
+
+    assert set(suite.load("efficiency").architectures) == set(architectures.names())
