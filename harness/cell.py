@@ -38,6 +38,7 @@ def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
     from harness.context import CellContext
 
     torch.set_num_threads(spec["threads"])
+    plugins.load_entry_points()  # as the CLI did in the parent process
     for path in spec.get("plugins", []):
         plugins.load(path)
     import tasks

@@ -1,0 +1,84 @@
+"""Fair sizing to a parameter budget, and the zoo suite that must list every shipped variant."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+import pytest
+import torch
+
+import architectures
+import tasks
+from architectures.sizing import count_params, size_all, size_for_budget
+from harness import suite
+
+BUDGET = 200_000
+BASE = {"vocab_size": 256, "n_layers": 2}
+
+
+def base_config(name: str) -> dict[str, int]:
+    """The shared config; sequence-length-sized weights (linformer's E, F) kept short."""
+    extra = {"max_seq_len": 256} if "max_seq_len" in architectures.config_keys(name) else {}
+    return {**BASE, **extra}
+
+
+@pytest.mark.parametrize("name", architectures.names())
+def test_every_variant_sizes_to_the_budget(name: str) -> None:
+    sized = size_for_budget(name, BUDGET, **base_config(name))
+    assert abs(sized.total_params - BUDGET) <= 0.05 * BUDGET
+    assert sized.rel_error == pytest.approx((sized.total_params - BUDGET) / BUDGET)
+    assert 0 < sized.active_params <= sized.total_params
+    torch.manual_seed(0)
+    model = architectures.build(name, **sized.config)  # the resolved config builds as counted
+    assert model.num_params() == sized.total_params
+    assert sized.config == architectures.resolve_config(name, **sized.config)
+
+
+def test_counting_leaves_the_global_rng_alone() -> None:
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    total, active = count_params("transformer", d_model=64)
+    assert torch.equal(torch.rand(3), expected)
+    assert total == active == architectures.build("transformer", d_model=64).num_params()
+
+
+def test_impossible_budget_names_variant_budget_and_closest() -> None:
+    with pytest.raises(ValueError, match=r"transformer: .*1,000 parameters.*closest is [\d,]+ at"):
+        size_for_budget("transformer", 1_000, vocab_size=256)
+    with pytest.raises(ValueError, match="d_model is what size_for_budget chooses"):
+        size_for_budget("transformer", BUDGET, d_model=64)
+
+
+def test_widths_a_variant_refuses_are_skipped() -> None:
+    sized = size_for_budget("transformer", BUDGET, n_heads=4, **BASE)
+    d = sized.config["d_model"]
+    assert d % 8 == 0 and sized.config["n_heads"] == 4  # 4 heads of even width
+
+
+def test_size_all_drops_keys_a_variant_lacks() -> None:
+    rows = size_all(["transformer", "mamba"], BUDGET, n_heads=4, d_state=8, **BASE)
+    assert [r.name for r in rows] == ["transformer", "mamba"]
+    assert rows[1].config["d_state"] == 8 and "n_heads" not in rows[1].config
+
+
+def shipped_variants() -> set[str]:
+    """Names registered by the modules of the `architectures` package (not by plugins)."""
+    names = set()
+    for info in pkgutil.iter_modules(architectures.__path__):
+        module = importlib.import_module(f"architectures.{info.name}")
+        variant = getattr(module, "VARIANT", None)
+        if isinstance(variant, architectures.Variant) and variant.name in architectures.REGISTRY:
+            names.add(variant.name)
+    return names
+
+
+def test_zoo_runs_every_variant_through_every_efficiency_task() -> None:
+    zoo = suite.load("zoo")
+    missing = shipped_variants() - set(zoo.architectures)
+    assert not missing, f"add {sorted(missing)} to harness/suites/zoo.yaml"
+    efficiency = {n for n in tasks.names() if tasks.get(n).kind == "efficiency"}
+    assert efficiency <= set(zoo.tasks), f"add {sorted(efficiency - set(zoo.tasks))} to the zoo"
+    assert all(cfg["d_model"] == 64 and cfg["n_layers"] == 2
+               for cfg in zoo.architectures.values())
