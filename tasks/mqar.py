@@ -21,7 +21,6 @@ import tasks
 from harness.context import CellContext
 from tasks.base import Metric, Task
 
-
 AUX_WEIGHT = 0.01  # Switch Transformer's load-balancing coefficient
 
 
