@@ -1,0 +1,142 @@
+"""lm-evaluation-harness tasks on the cell's model, byte-level, offline.
+
+The cell's architecture (or the model in ``checkpoint``) runs through
+:class:`harness.lm_eval_adapter.ArchbenchLM` under ``lm_eval.simple_evaluate``. Tasks are looked
+up first among the ones shipped in ``tasks/lm_eval_tasks`` (a four-way capital-city choice, a
+copy-the-word generation and the perplexity of short written paragraphs, all local JSONL), then
+among lm-eval's built-in tasks, which work wherever their data is already cached (the cell runs
+with the Hugging Face hubs offline). Each (lm-eval task, metric) is one metric named
+``<task>/<metric>`` with lm-eval's higher-is-better flag and its stderr as the spread.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tasks
+from harness.context import CellContext
+from tasks.base import Metric, Task
+
+TASK_DIR = Path(__file__).resolve().parent / "lm_eval_tasks"
+SHIPPED = ("archbench_capitals", "archbench_copy", "archbench_prose")
+OFFLINE = {"HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
+BOOTSTRAP_ITERS = 1000  # stderr of non-mean aggregates (perplexities); means use the formula
+UNITS = {"acc": "fraction", "acc_norm": "fraction", "exact_match": "fraction",
+         "word_perplexity": "perplexity", "byte_perplexity": "perplexity",
+         "bits_per_byte": "bits/byte"}
+
+
+@dataclass(frozen=True)
+class Config:
+    tasks: tuple[str, ...] = SHIPPED  # lm-eval task names: shipped ones, or cached built-ins
+    checkpoint: str = ""  # a harness.checkpoints file; empty: the cell's freshly seeded model
+    limit: int = 0  # documents per task; 0: all of them
+    batch_size: int = 8
+    max_length: int = 512  # bytes of context; longer contexts are cut on the left
+
+    def validate(self) -> None:
+        if not self.tasks or not all(isinstance(t, str) and t for t in self.tasks):
+            raise ValueError("tasks must be a non-empty list of lm-eval task names")
+        if self.limit < 0:
+            raise ValueError("limit must be >= 0 (0: every document)")
+        if self.batch_size < 1 or self.max_length < 1:
+            raise ValueError("batch_size and max_length must be >= 1")
+
+
+def task_manager(names: tuple[str, ...]) -> Any:
+    """A TaskManager that knows ``names``: shipped tasks only, unless one is not shipped.
+
+    Indexing lm-eval's thousands of built-in YAMLs takes seconds, so it happens only when a
+    name is not ours. A name found nowhere is a ValueError naming close matches.
+    """
+    from lm_eval.tasks import TaskManager
+
+    manager = TaskManager(include_path=str(TASK_DIR), include_defaults=False)
+    if all(n in manager.all_tasks for n in names):
+        return manager
+    manager = TaskManager(include_path=str(TASK_DIR), include_defaults=True)
+    missing = [n for n in names if n not in manager.all_tasks]
+    if missing:
+        close = difflib.get_close_matches(missing[0], manager.all_tasks, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"lm_eval: unknown lm-eval task {missing[0]!r}{hint} "
+                         f"(shipped: {', '.join(SHIPPED)})")
+    return manager
+
+
+def _model(cfg: Config, ctx: CellContext) -> Any:
+    if not cfg.checkpoint:
+        return ctx.build_model()
+    from harness import checkpoints
+
+    model = checkpoints.load(cfg.checkpoint, device=ctx.torch_device, dtype=ctx.torch_dtype)
+    if model.variant != ctx.arch:
+        raise ValueError(f"lm_eval: checkpoint {cfg.checkpoint} holds a {model.variant} model, "
+                         f"but the cell's architecture is {ctx.arch}")
+    return model
+
+
+def _number(value: Any) -> float | None:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None  # lm-eval writes "N/A" where it has no stderr
+    return out if math.isfinite(out) else None
+
+
+def to_metrics(results: dict[str, Any], method_prefix: str) -> list[Metric]:
+    """One Metric per (task, metric, filter) in a ``simple_evaluate`` result, sorted."""
+    out = []
+    for task, scores in sorted(results["results"].items()):
+        better = results.get("higher_is_better", {}).get(task, {})
+        version = results.get("versions", {}).get(task)
+        shots = results.get("n-shot", {}).get(task, 0)
+        n_docs = int(scores.get("sample_len", 0) or 0) or 1
+        for key, value in sorted(scores.items()):
+            if "," not in key or "_stderr," in key:
+                continue
+            metric, filt = key.split(",", 1)
+            name = f"{task}/{metric}" if filt == "none" else f"{task}/{metric}/{filt}"
+            stderr = _number(scores.get(f"{metric}_stderr,{filt}"))
+            out.append(Metric(
+                name=name, unit=UNITS.get(metric, "score"), value=_number(value),
+                higher_is_better=better.get(metric), n_samples=n_docs,
+                spread=stderr, spread_kind="stderr" if stderr is not None else None,
+                method=f"{method_prefix}: task {task} v{version}, {shots}-shot, "
+                       f"{n_docs} documents, filter {filt}",
+            ))
+    return out
+
+
+def run(cfg: Config, ctx: CellContext) -> list[Metric]:
+    for key, value in OFFLINE.items():
+        os.environ.setdefault(key, value)
+    import lm_eval
+
+    from harness.lm_eval_adapter import ArchbenchLM
+
+    manager = task_manager(cfg.tasks)
+    model = _model(cfg, ctx)
+    lm = ArchbenchLM(model=model, max_length=cfg.max_length, batch_size=cfg.batch_size,
+                     device=ctx.device, dtype=ctx.dtype)
+    results = lm_eval.simple_evaluate(
+        model=lm, tasks=list(cfg.tasks), task_manager=manager, limit=cfg.limit or None,
+        log_samples=False, bootstrap_iters=BOOTSTRAP_ITERS, random_seed=ctx.seed,
+        numpy_random_seed=ctx.seed, torch_random_seed=ctx.seed, fewshot_random_seed=ctx.seed,
+    )
+    prefix = (f"lm-evaluation-harness {lm_eval.__version__} simple_evaluate, byte-level "
+              f"archbench adapter, max_length {cfg.max_length}")
+    extra = {"num_params": model.num_params(), "kernel_path": model.kernel_path,
+             "checkpoint": cfg.checkpoint or None}
+    return [Metric(**{**m.to_dict(), "extra": extra}) for m in to_metrics(results, prefix)]
+
+
+TASK = tasks.register(Task(
+    name="lm_eval", kind="accuracy", version=1, config_cls=Config, run=run,
+    headline="archbench_capitals/acc", doc=__doc__ or "", env=dict(OFFLINE),
+))
