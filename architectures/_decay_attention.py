@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from ._common import ConfigError
 
 __all__ = [
+    "DecayAttentionMixer",
     "HeadNorm",
     "check_head_split",
     "decay_attention_chunked",
@@ -154,3 +155,53 @@ def decay_attention_chunked(
     before, final = linear_carry(U, torch.exp(last).transpose(-1, -2), state)
     o = _intra_chunk(q, k, G) @ v + (q * torch.exp(G)) @ before  # (B, H, n, L, V)
     return o.flatten(-3, -2)[..., :t, :], final
+
+
+class DecayAttentionMixer(nn.Module):
+    """Linear attention with a per-step decay, GroupNorm per head and a swish output gate.
+
+    Shared by retnet (fixed decay per head) and gla (data-dependent decay per key dim): a
+    subclass only says how `_project` makes q, k, v, the log decays and the gate.
+    State (B, H, d, d), constant in context length.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, chunk_size: int, scan: str) -> None:
+        super().__init__()
+        check_head_split(d_model, n_heads)
+        self.d_model, self.n_heads, self.head_dim = d_model, n_heads, d_model // n_heads
+        self.chunk_size, self.kernel_path = chunk_size, scan
+        self.qkvg = nn.Linear(d_model, 4 * d_model, bias=False)
+        self.norm = HeadNorm(n_heads, self.head_dim)
+        self.out = nn.Linear(d_model, d_model, bias=False)
+
+    def _heads(self, z: Tensor) -> Tensor:
+        b, t, _ = z.shape
+        return z.view(b, t, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, d)
+
+    def _project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """x (B, T, D) -> q, k, v (B, H, T, d), log decays (B, H, T, d or 1), gate (B, T, D)."""
+        raise NotImplementedError
+
+    def _output(self, o: Tensor, gate: Tensor) -> Tensor:
+        """o (B, H, T, d), gate (B, T, D) -> (B, T, D)."""
+        return self.out(F.silu(gate) * self.norm(o.transpose(1, 2)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        q, k, v, g, gate = self._project(x)
+        if self.kernel_path == "chunked":
+            o, _ = decay_attention_chunked(q, k, v, g, self.chunk_size)
+        else:
+            o, _ = decay_attention_ref(q, k, v, g)
+        return self._output(o, gate)
+
+    def init_state(self, batch_size: int, *, device: torch.device, dtype: torch.dtype) -> Tensor:
+        shape = (batch_size, self.n_heads, self.head_dim, self.head_dim)
+        return torch.zeros(shape, device=device, dtype=dtype)
+
+    def step(self, x_t: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+        q, k, v, g, gate = self._project(x_t)
+        o, state = decay_attention_step(q[:, :, 0], k[:, :, 0], v[:, :, 0], g[:, :, 0], state)
+        return self._output(o[:, :, None], gate), state  # (B, 1, D)
+
+    def state_size(self, seq_len: int) -> int:
+        return self.n_heads * self.head_dim * self.head_dim

@@ -11,17 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._common import Variant, choice, integer, register
 from ._decay_attention import (
-    HeadNorm,
+    DecayAttentionMixer,
     check_head_split,
-    decay_attention_chunked,
-    decay_attention_ref,
-    decay_attention_step,
 )
 
 __all__ = ["VARIANT", "GLAConfig", "GLAMixer"]
@@ -42,24 +38,14 @@ class GLAConfig:
         check_head_split(d_model, self.n_heads)
 
 
-class GLAMixer(nn.Module):
+class GLAMixer(DecayAttentionMixer):
     """GLA layer after fla's `GatedLinearAttention`, key width = value width; state (B, H, d, d)."""
 
     def __init__(self, d_model: int, n_heads: int, chunk_size: int, scan: str) -> None:
-        super().__init__()
-        check_head_split(d_model, n_heads)
-        self.d_model, self.n_heads, self.head_dim = d_model, n_heads, d_model // n_heads
-        self.chunk_size, self.kernel_path = chunk_size, scan
-        self.qkvg = nn.Linear(d_model, 4 * d_model, bias=False)
+        super().__init__(d_model, n_heads, chunk_size, scan)
         self.decay = nn.Sequential(
             nn.Linear(d_model, GATE_RANK, bias=False), nn.Linear(GATE_RANK, d_model)
         )
-        self.norm = HeadNorm(n_heads, self.head_dim)
-        self.out = nn.Linear(d_model, d_model, bias=False)
-
-    def _heads(self, z: Tensor) -> Tensor:
-        b, t, _ = z.shape
-        return z.view(b, t, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, d)
 
     def _project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         """x (B, T, D) -> q, k, v, log alpha (B, H, T, d), output gate (B, T, D)."""
@@ -67,30 +53,6 @@ class GLAMixer(nn.Module):
         log_alpha = F.logsigmoid(self.decay(x)) / GATE_NORMALIZER  # <= 0
         q, k, v, g = (self._heads(z) for z in (q, k, v, log_alpha))
         return q * self.head_dim**-0.5, k, v, g, gate
-
-    def _output(self, o: Tensor, gate: Tensor) -> Tensor:
-        """o (B, H, T, d), gate (B, T, D) -> (B, T, D)."""
-        return self.out(F.silu(gate) * self.norm(o.transpose(1, 2)))
-
-    def forward(self, x: Tensor) -> Tensor:
-        q, k, v, g, gate = self._project(x)
-        if self.kernel_path == "chunked":
-            o, _ = decay_attention_chunked(q, k, v, g, self.chunk_size)
-        else:
-            o, _ = decay_attention_ref(q, k, v, g)
-        return self._output(o, gate)
-
-    def init_state(self, batch_size: int, *, device: torch.device, dtype: torch.dtype) -> Tensor:
-        shape = (batch_size, self.n_heads, self.head_dim, self.head_dim)
-        return torch.zeros(shape, device=device, dtype=dtype)
-
-    def step(self, x_t: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
-        q, k, v, g, gate = self._project(x_t)
-        o, state = decay_attention_step(q[:, :, 0], k[:, :, 0], v[:, :, 0], g[:, :, 0], state)
-        return self._output(o[:, :, None], gate), state  # (B, 1, D)
-
-    def state_size(self, seq_len: int) -> int:
-        return self.n_heads * self.head_dim * self.head_dim
 
 
 def _make(cfg: GLAConfig, d_model: int, layer_idx: int, n_layers: int) -> nn.Module:
