@@ -6,9 +6,12 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
+import architectures
 import tasks
 from harness.configs import ConfigError, build_config
+from harness.context import CellContext
 from tasks import mqar
 from tasks.base import Metric
 
@@ -54,3 +57,20 @@ def test_metric_non_finite_becomes_failed() -> None:
     assert m.status == "failed" and m.value is None and "non-finite" in m.error
     with pytest.raises(ValueError):
         Metric(name="x", unit="", value=1.0, status="great")
+
+
+@pytest.mark.parametrize("name", [n for n in architectures.names()
+                                  if architectures.get(n).causal])
+def test_mqar_score_does_not_move_with_eval_batch_size(name: str) -> None:
+    cfg = build_config(mqar.Config, {"n_pairs": 4, "n_keys": 16, "test_size": 48}, "mqar")
+    ctx = CellContext(arch=name, arch_config={"d_model": 32, "n_layers": 2}, seed=0,
+                      device="cpu", dtype="float32", threads=1)
+    model = ctx.build_model(vocab_size=cfg.vocab_size)
+    _, (x, y) = mqar.splits(cfg, seed=0)
+    scores = {b: mqar.evaluate(model, (x, y), ctx, batch_size=b) for b in (1, 7, 48)}
+    assert len(set(scores.values())) == 1, scores
+    # the score could agree by luck (e.g. 0 for an untrained model): compare the predictions
+    with torch.inference_mode():
+        preds = {b: torch.cat([model(torch.from_numpy(x[i : i + b])).argmax(-1)
+                               for i in range(0, len(x), b)]) for b in (1, 7, 48)}
+    assert torch.equal(preds[1], preds[7]) and torch.equal(preds[1], preds[48])
