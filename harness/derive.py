@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 
 from harness import db
 from harness.plan import canonical_hash
-from harness.stats import loglog_slope
+from harness.stats import loglog_slope, mean_ci
 
 LENGTH_KEYS = ("seq_len", "context_len")  # the task config keys a sweep varies
 SWEPT_METRICS = ("latency_ms", "peak_memory_mib", "state_bytes_measured")
@@ -82,6 +82,31 @@ def compute(rows: list[dict[str, Any]], code_version: str) -> dict[str, list[dic
     return out
 
 
+def seed_means(rows: list[dict[str, Any]], code_version: str) -> dict[str, list[dict[str, Any]]]:
+    """Accuracy-style metrics over seeds: mean with a Student-t 95% CI, per setting (the
+    cell's config hash, which excludes the seed), from the newest ok row of each seed."""
+    newest: dict[tuple, dict[int, float]] = defaultdict(dict)
+    for row in rows:
+        if row["status"] == "ok" and row.get("spread_kind") is None and row["value"] is not None:
+            key = (row["hardware_fingerprint"], row["arch"], row["task"], row["metric"],
+                   row["config_hash"], row["unit"])
+            newest[key][row["seed"]] = float(row["value"])
+    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for (fp, arch, task, metric, config_hash, unit), by_seed in sorted(newest.items()):
+        ci = mean_ci([by_seed[s] for s in sorted(by_seed)])
+        if ci is None:  # one seed: no interval to give
+            continue
+        mean, low, high = ci
+        out[fp].append({"task": task, "metric": metric, "series": config_hash,
+                        "kind": "seed_mean", "arch": arch, "other_arch": None, "value": mean,
+                        "unit": unit, "code_version": code_version,
+                        "method": f"mean over {len(by_seed)} seeds, Student-t 95% CI",
+                        "points": {"seeds": sorted(by_seed), "n_seeds": len(by_seed),
+                                   "ci_low": low, "ci_high": high,
+                                   "values": [by_seed[s] for s in sorted(by_seed)]}})
+    return out
+
+
 def _newest(rows: list[dict[str, Any]], task: str, metric: str) -> dict[tuple, dict]:
     """Newest ok row per (fp, arch, arch config, seq_len, batch, device, dtype, threads)."""
     out = {}
@@ -124,7 +149,9 @@ def refresh(engine: Engine, code_version: str) -> int:
     """Recompute and store every fingerprint's derived figures; returns the row count."""
     rows = db.results(engine)
     computed = compute(rows, code_version)
-    for fp, extra in achieved(rows, db.peaks(engine), code_version).items():
-        computed.setdefault(fp, []).extend(extra)
+    for extra_rows in (achieved(rows, db.peaks(engine), code_version),
+                       seed_means(rows, code_version)):
+        for fp, extra in extra_rows.items():
+            computed.setdefault(fp, []).extend(extra)
     fingerprints = {r["hardware_fingerprint"] for r in rows}
     return sum(db.replace_derived(engine, fp, computed.get(fp, [])) for fp in fingerprints)

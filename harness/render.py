@@ -58,9 +58,22 @@ def headline_of(task: str, metrics: set[str]) -> str:
         return sorted(metrics)[0]
 
 
-def leaderboards(rows: list[dict[str, Any]], hardware: dict[str, dict[str, Any]]) -> list[dict]:
-    """One board per hardware fingerprint: architectures x tasks, the headline metric each."""
+def seed_view(row: dict[str, Any], mean: dict[str, Any]) -> dict[str, Any]:
+    p = mean["points"]
+    half = (p["ci_high"] - p["ci_low"]) / 2
+    title = (f"mean of {p['n_seeds']} seeds {p['values']}; 95% CI [{fmt(p['ci_low'])}, "
+             f"{fmt(p['ci_high'])}]; {row['method']}; code {row['code_version']}")
+    return {"status": "ok", "text": f"{fmt(mean['value'])} ± {fmt(half)} (n={p['n_seeds']})",
+            "title": title, "sort": repr(mean["value"])}
+
+
+def leaderboards(rows: list[dict[str, Any]], hardware: dict[str, dict[str, Any]],
+                 derived: list[dict[str, Any]] | None = None) -> list[dict]:
+    """One board per hardware fingerprint: architectures x tasks, the headline metric each;
+    where several seeds of the newest setting exist, their mean with a 95% CI."""
     newest = latest(rows)
+    means = {(d["hardware_fingerprint"], d["arch"], d["task"], d["metric"], d["series"]): d
+             for d in derived or [] if d["kind"] == "seed_mean"}
     metrics_by_task: dict[str, set[str]] = defaultdict(set)
     for (_, _, task, metric) in newest:
         metrics_by_task[task].add(metric)
@@ -78,8 +91,13 @@ def leaderboards(rows: list[dict[str, Any]], hardware: dict[str, dict[str, Any]]
                             "higher_is_better": sample["higher_is_better"] if sample else None})
         board_rows = []
         for arch in archs:
-            cells = [newest.get((fp, arch, c["task"], c["metric"])) for c in columns]
-            board_rows.append({"arch": arch, "cells": [cell_view(c) for c in cells]})
+            views = []
+            for c in columns:
+                row = newest.get((fp, arch, c["task"], c["metric"]))
+                mean = row and means.get((fp, arch, c["task"], c["metric"], row["config_hash"]))
+                views.append(seed_view(row, mean) if mean and row["status"] == "ok"
+                             else cell_view(row))
+            board_rows.append({"arch": arch, "cells": views})
         boards.append({"fingerprint": fp, "hardware": hardware.get(fp, {}),
                        "columns": columns, "rows": board_rows})
     return boards
@@ -168,10 +186,10 @@ def build(engine: Engine, out: Path) -> Path:
     shutil.copytree(assets / "static", out / "static")
     pages = arch_pages(rows)
     index = out / "index.html"
-    index.write_text(env.get_template("index.html").render(
-        boards=leaderboards(rows, hardware), n_results=len(rows), root=".",
-        archs=sorted(pages)))
     derived = db.derived(engine)
+    index.write_text(env.get_template("index.html").render(
+        boards=leaderboards(rows, hardware, derived), n_results=len(rows), root=".",
+        archs=sorted(pages)))
     (out / "scaling.html").write_text(env.get_template("scaling.html").render(
         boards=scaling_boards(rows, derived, hardware), achieved=achieved_rows(derived),
         root="."))

@@ -65,3 +65,23 @@ def test_achieved_flops_against_measured_peak() -> None:
     got = {d["kind"]: d["value"] for d in out}
     assert got == pytest.approx({"achieved_flops_per_s": 2e10, "fraction_of_peak": 0.2})
     assert derive.achieved([flops], {}, "git:t") == {}  # no prefill at that shape: nothing
+
+
+def test_seed_mean_with_ci_reaches_the_leaderboard(db_url: str, tmp_path: Path) -> None:
+    def acc(seed: int, value: float) -> dict:
+        return {**_row("transformer", 64, value), "task": "mqar", "metric": "accuracy",
+                "unit": "fraction", "seed": seed, "cell_id": f"s{seed}", "config_hash": "cfg",
+                "task_config": {"n_pairs": 4}}
+
+    rows = [acc(0, 0.90), acc(1, 0.95), acc(2, 1.0)]
+    (mean,) = derive.seed_means(rows, "git:t")["fp"]
+    assert mean["value"] == pytest.approx(0.95)
+    half = 4.302653 * 0.05 / 3**0.5  # t(0.975, df=2) x sd / sqrt(n)
+    assert mean["points"]["ci_high"] - mean["value"] == pytest.approx(half, rel=1e-3)
+    assert mean["points"]["n_seeds"] == 3
+    assert derive.seed_means(rows[:1], "git:t") == {}  # one seed: no interval
+    engine = db.connect(db_url)
+    db.store(engine, rows)
+    derive.refresh(engine, "git:t")
+    html = render.build(engine, tmp_path / "site").read_text()
+    assert "0.950 ± 0.124 (n=3)" in html
