@@ -58,6 +58,13 @@ def headline_of(task: str, metrics: set[str]) -> str:
         return sorted(metrics)[0]
 
 
+def shade(column: dict[str, Any], value: float | None) -> str | None:
+    """Heat-map background for fractions where higher is better (red 0 -> green 1)."""
+    if value is None or column["unit"] != "fraction" or column["higher_is_better"] is not True:
+        return None
+    return f"hsl({round(120 * min(max(value, 0.0), 1.0))}, 60%, 85%)"
+
+
 def seed_view(row: dict[str, Any], mean: dict[str, Any]) -> dict[str, Any]:
     p = mean["points"]
     half = (p["ci_high"] - p["ci_low"]) / 2
@@ -95,8 +102,9 @@ def leaderboards(rows: list[dict[str, Any]], hardware: dict[str, dict[str, Any]]
             for c in columns:
                 row = newest.get((fp, arch, c["task"], c["metric"]))
                 mean = row and means.get((fp, arch, c["task"], c["metric"], row["config_hash"]))
-                views.append(seed_view(row, mean) if mean and row["status"] == "ok"
-                             else cell_view(row))
+                view = seed_view(row, mean) if mean and row["status"] == "ok" else cell_view(row)
+                views.append({**view, "shade": shade(c, mean["value"] if mean else
+                                                     row and row["value"])})
             board_rows.append({"arch": arch, "cells": views})
         boards.append({"fingerprint": fp, "hardware": hardware.get(fp, {}),
                        "columns": columns, "rows": board_rows})

@@ -85,3 +85,13 @@ def test_seed_mean_with_ci_reaches_the_leaderboard(db_url: str, tmp_path: Path) 
     derive.refresh(engine, "git:t")
     html = render.build(engine, tmp_path / "site").read_text()
     assert "0.950 ± 0.124 (n=3)" in html
+
+
+def test_accuracy_cells_are_shaded_as_a_heat_map(db_url: str, tmp_path: Path) -> None:
+    row = {**_row("transformer", 64, 0.5), "task": "mqar", "metric": "accuracy",
+           "unit": "fraction", "higher_is_better": True}
+    engine = db.connect(db_url)
+    db.store(engine, [row, {**row, "arch": "mamba", "value": 1.0, "cell_id": "m"}])
+    html = render.build(engine, tmp_path / "site").read_text()
+    assert 'style="background: hsl(60, 60%, 85%)"' in html  # 0.5: halfway, yellow
+    assert 'style="background: hsl(120, 60%, 85%)"' in html  # 1.0: green
