@@ -83,11 +83,13 @@ def compute(rows: list[dict[str, Any]], code_version: str) -> dict[str, list[dic
 
 
 def seed_means(rows: list[dict[str, Any]], code_version: str) -> dict[str, list[dict[str, Any]]]:
-    """Accuracy-style metrics over seeds: mean with a Student-t 95% CI, per setting (the
-    cell's config hash, which excludes the seed), from the newest ok row of each seed."""
+    """Every metric over seeds: mean with a Student-t 95% CI, per setting (the cell's config
+    hash, which excludes the seed), from the newest ok row of each seed. For timed metrics the
+    seeds are rounds: separate processes, interleaved with the other variants, so the interval
+    includes the between-process variation a single cell's IQR cannot see."""
     newest: dict[tuple, dict[int, float]] = defaultdict(dict)
     for row in rows:
-        if row["status"] == "ok" and row.get("spread_kind") is None and row["value"] is not None:
+        if row["status"] == "ok" and row["value"] is not None:
             key = (row["hardware_fingerprint"], row["arch"], row["task"], row["metric"],
                    row["config_hash"], row["unit"])
             newest[key][row["seed"]] = float(row["value"])
