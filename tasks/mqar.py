@@ -10,18 +10,17 @@ test sequences that also occur in the training set are dropped, so the splits ar
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 import tasks
 from harness.context import CellContext
+from tasks import _seqtask
 from tasks.base import Metric, Task
 
-AUX_WEIGHT = 0.01  # Switch Transformer's load-balancing coefficient
+AUX_WEIGHT = _seqtask.AUX_WEIGHT
 
 
 @dataclass(frozen=True)
@@ -69,89 +68,32 @@ def generate(cfg: Config, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def splits(cfg: Config, seed: int) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
-    """Train and test sets from separate streams; test rows seen in train are removed."""
-    train = generate(cfg, cfg.train_size, seed=2 * seed)
-    test = generate(cfg, cfg.test_size, seed=2 * seed + 1)
-    seen = {row.tobytes() for row in train[0]}
-    keep = np.array([row.tobytes() not in seen for row in test[0]], dtype=bool)
-    return train, (test[0][keep], test[1][keep])
+    """Train and test sets from separate streams; test rows seen in train are removed.
+
+    The test set may come back empty here; :func:`run` refuses that with a clear error.
+    """
+    return _seqtask.disjoint_splits(generate, cfg, seed, name="mqar", allow_empty=True)
 
 
 def lr_at(step: int, cfg: Config) -> float:
     """Linear warm-up then cosine decay to 10% of the peak."""
-    warm = max(1, int(cfg.warmup_frac * cfg.steps))
-    if step < warm:
-        return cfg.lr * (step + 1) / warm
-    progress = (step - warm) / max(1, cfg.steps - warm)
-    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+    return _seqtask.lr_at(step, steps=cfg.steps, lr=cfg.lr, warmup_frac=cfg.warmup_frac)
 
 
 def train(model: torch.nn.Module, cfg: Config, data: tuple[np.ndarray, np.ndarray],
           ctx: CellContext) -> float:
     """AdamW on random minibatches; returns the mean loss of the last 10% of steps."""
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    rng = np.random.default_rng(ctx.seed + 17)
-    x_all = torch.from_numpy(data[0])
-    y_all = torch.from_numpy(data[1])
-    losses = []
-    model.train()
-    for step in range(cfg.steps):
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg)
-        idx = torch.from_numpy(rng.integers(0, len(x_all), cfg.batch_size))
-        x, y = x_all[idx].to(ctx.torch_device), y_all[idx].to(ctx.torch_device)
-        logits = model(x)  # (B, T, V)
-        loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=-100)
-        losses.append(loss.item())
-        aux = getattr(model, "aux_loss", None)  # MoE load balancing (0 for dense models)
-        if aux is not None:
-            loss = loss + AUX_WEIGHT * aux
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-    model.eval()
-    tail = losses[-max(1, cfg.steps // 10) :]
-    return float(np.mean(tail))
+    return _seqtask.train_cfg(model, data, ctx, cfg)
 
 
-@torch.inference_mode()
-def evaluate(model: torch.nn.Module, data: tuple[np.ndarray, np.ndarray], ctx: CellContext,
-             batch_size: int = 256) -> float:
-    """Fraction of query positions whose argmax prediction is the bound value."""
-    correct = total = 0
-    for start in range(0, len(data[0]), batch_size):
-        x = torch.from_numpy(data[0][start : start + batch_size]).to(ctx.torch_device)
-        y = torch.from_numpy(data[1][start : start + batch_size]).to(ctx.torch_device)
-        pred = model(x).argmax(-1)
-        mask = y != -100
-        correct += int((pred[mask] == y[mask]).sum())
-        total += int(mask.sum())
-    return correct / total
+evaluate = _seqtask.evaluate  # fraction of query positions whose argmax is the bound value
 
 
 def run(cfg: Config, ctx: CellContext) -> list[Metric]:
-    model = ctx.build_model(vocab_size=cfg.vocab_size)
-    train_set, test_set = splits(cfg, ctx.seed)
-    if len(test_set[0]) == 0:
-        raise ValueError("mqar: every test sequence also occurs in training; raise n_keys or "
-                         "n_pairs so the task has enough distinct sequences")
-    final_loss = train(model, cfg, train_set, ctx)
-    acc = evaluate(model, test_set, ctx)
-    extra = {
-        "steps": cfg.steps, "batch_size": cfg.batch_size, "seq_len": cfg.seq_len,
-        "tokens_seen": cfg.steps * cfg.batch_size * cfg.seq_len, "lr": cfg.lr,
-        "test_sequences": len(test_set[0]), "num_params": model.num_params(),
-        "kernel_path": model.kernel_path,
-    }
-    n_queries = len(test_set[0]) * cfg.n_pairs
-    return [
-        Metric(name="accuracy", unit="fraction", value=acc, higher_is_better=True,
-               method=f"argmax at {n_queries} query positions of held-out sequences",
-               n_samples=n_queries, extra=extra),
-        Metric(name="train_loss", unit="nats", value=final_loss, higher_is_better=False,
-               method="mean cross-entropy over the last 10% of training steps", extra=extra),
-    ]
+    return _seqtask.run_task(
+        cfg, ctx, generate, name="mqar", vocab_size=cfg.vocab_size, seq_len=cfg.seq_len,
+        what="query positions",
+        hint="raise n_keys or n_pairs so the task has enough distinct sequences")
 
 
 TASK = tasks.register(Task(

@@ -1,0 +1,142 @@
+"""Synthetic capability tasks: seeded data, disjoint splits, exact targets, config checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import tasks
+from harness.configs import ConfigError, build_config
+from tasks import _seqtask, flip_flop, induction_heads, mqar, parity, selective_copy
+
+SMALL = {"train_size": 300, "test_size": 100}
+MODULES = {"selective_copy": selective_copy, "induction_heads": induction_heads,
+           "parity": parity, "flip_flop": flip_flop}
+
+
+def _cfg(mod, **over):
+    return build_config(mod.Config, {**SMALL, **over}, mod.__name__)
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_registered_as_accuracy_task(name: str) -> None:
+    task = tasks.get(name)
+    assert task.kind == "accuracy" and task.headline == "accuracy"
+    assert task.config_cls is MODULES[name].Config
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_generation_deterministic_per_seed_and_differs_across_seeds(name: str) -> None:
+    mod = MODULES[name]
+    cfg = _cfg(mod)
+    x1, y1 = mod.generate(cfg, 64, seed=5)
+    x2, y2 = mod.generate(cfg, 64, seed=5)
+    x3, _ = mod.generate(cfg, 64, seed=6)
+    assert np.array_equal(x1, x2) and np.array_equal(y1, y2)
+    assert not np.array_equal(x1, x3)
+    assert x1.shape == y1.shape == (64, cfg.seq_len) and x1.dtype == y1.dtype == np.int64
+    assert x1.min() >= 0 and x1.max() < cfg.vocab_size
+    scored = y1[y1 != -100]
+    assert scored.size and scored.min() >= 0 and scored.max() < cfg.vocab_size
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_splits_are_disjoint(name: str) -> None:
+    mod = MODULES[name]
+    cfg = _cfg(mod)
+    (x, _), (t, u) = _seqtask.disjoint_splits(mod.generate, cfg, seed=1)
+    assert len(t) == len(u) > 0
+    train_rows = {r.tobytes() for r in x}
+    assert not any(r.tobytes() in train_rows for r in t)
+
+
+def test_disjoint_splits_drop_duplicates_and_refuse_empty_test() -> None:
+    cfg = _cfg(parity, n_bits=4, train_size=500, test_size=200)  # 16 possible sequences
+    with pytest.raises(ValueError, match="parity.*every test sequence"):
+        _seqtask.disjoint_splits(parity.generate, cfg, seed=0, name="parity", hint="raise")
+    cfg = _cfg(parity, n_bits=8, train_size=100, test_size=200)
+    _, (t, _) = _seqtask.disjoint_splits(parity.generate, cfg, seed=0)
+    assert 0 < len(t) < 200
+
+
+def test_lr_schedule_matches_mqar() -> None:
+    cfg = build_config(mqar.Config, {"steps": 100, "lr": 1e-3}, "mqar")
+    for step in (0, 5, 9, 10, 50, 99):
+        assert mqar.lr_at(step, cfg) == _seqtask.lr_at(step, steps=100, lr=1e-3, warmup_frac=0.1)
+    assert mqar.lr_at(9, cfg) == pytest.approx(1e-3)
+    assert mqar.lr_at(99, cfg) == pytest.approx(1e-4, rel=1e-2)
+
+
+def test_selective_copy_targets() -> None:
+    cfg = _cfg(selective_copy, region=10, n_tokens=3, n_data=4)
+    seq, tgt = selective_copy.generate(cfg, 200, seed=0)
+    for row, t in zip(seq, tgt, strict=True):
+        region = row[:10]
+        data = region[region >= 2]
+        assert len(data) == 3 and (region[region < 2] == selective_copy.BLANK).all()
+        assert row[10] == selective_copy.SEP
+        assert list(row[11:]) == list(data[:-1])  # teacher-forced previous outputs
+        assert list(t[10:]) == list(data) and (t[:10] == -100).all()
+
+
+def test_induction_heads_targets() -> None:
+    cfg = _cfg(induction_heads, seq_len=12, n_symbols=5)
+    trig = cfg.trigger
+    seq, tgt = induction_heads.generate(cfg, 200, seed=0)
+    for row, t in zip(seq, tgt, strict=True):
+        where = np.flatnonzero(row == trig)
+        assert len(where) == 2 and where[1] == 11 and where[0] <= 9
+        assert t[-1] == row[where[0] + 1] and t[-1] != trig
+        assert (t[:-1] == -100).all()
+
+
+def test_parity_targets_final_and_running() -> None:
+    cfg = _cfg(parity, n_bits=6)
+    seq, tgt = parity.generate(cfg, 100, seed=0)
+    assert (seq[:, -1] == parity.QUERY).all() and set(np.unique(seq[:, :-1])) <= {0, 1}
+    assert np.array_equal(tgt[:, -1], seq[:, :-1].sum(1) % 2) and (tgt[:, :-1] == -100).all()
+    run_cfg = _cfg(parity, n_bits=6, running=True)
+    rseq, rtgt = parity.generate(run_cfg, 100, seed=0)
+    assert np.array_equal(rseq, seq)
+    for r, t in zip(rseq, rtgt, strict=True):
+        acc = 0
+        for pos in range(6):
+            acc ^= int(r[pos])
+            assert t[pos] == acc
+        assert t[6] == acc
+
+
+def test_flip_flop_targets() -> None:
+    cfg = _cfg(flip_flop, n_instr=12, p_ignore=0.4)
+    seq, tgt = flip_flop.generate(cfg, 200, seed=0)
+    w, ig, r = flip_flop.WRITE, flip_flop.IGNORE, flip_flop.READ
+    n_reads = 0
+    for row, t in zip(seq, tgt, strict=True):
+        assert row[0] == w and row[-2] == r
+        register = None
+        for k in range(12):
+            op, bit = row[2 * k], row[2 * k + 1]
+            assert op in (w, ig, r) and bit in (0, 1)
+            assert t[2 * k + 1] == -100
+            if op == w:
+                register = bit
+            if op == r:
+                assert bit == register and t[2 * k] == register
+                n_reads += 1
+            else:
+                assert t[2 * k] == -100
+    assert n_reads > 200  # at least the final read of each sequence, plus others
+
+
+@pytest.mark.parametrize("name,bad", [
+    ("selective_copy", {"n_tokens": 0}), ("selective_copy", {"n_tokens": 40, "region": 32}),
+    ("selective_copy", {"n_data": 0}), ("selective_copy", {"steps": 0}),
+    ("induction_heads", {"seq_len": 2}), ("induction_heads", {"n_symbols": 1}),
+    ("induction_heads", {"batch_size": 0}), ("induction_heads", {"lr": 0.0}),
+    ("parity", {"n_bits": 0}), ("parity", {"train_size": 0}), ("parity", {"running": 1}),
+    ("flip_flop", {"n_instr": 1}), ("flip_flop", {"p_ignore": 1.0}),
+    ("flip_flop", {"p_ignore": -0.1}), ("flip_flop", {"warmup_frac": 1.0}),
+])
+def test_config_rejects_bad_values(name: str, bad: dict) -> None:
+    with pytest.raises(ConfigError):
+        tasks.resolve_config(name, **bad)
