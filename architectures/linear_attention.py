@@ -107,6 +107,7 @@ class LinearAttentionMixer(nn.Module):
         check_heads(d_model, n_heads)
         self.d_model, self.n_heads, self.head_dim = d_model, n_heads, d_model // n_heads
         self.chunk_size = chunk_size
+        self.feature_dim = self.head_dim  # width of phi(q), phi(k); random-feature maps differ
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
         self.out = nn.Linear(d_model, d_model, bias=False)
 
@@ -125,7 +126,7 @@ class LinearAttentionMixer(nn.Module):
     def init_state(
         self, batch_size: int, *, device: torch.device, dtype: torch.dtype
     ) -> dict[str, Tensor]:
-        shape = (batch_size, self.n_heads, self.head_dim)
+        shape = (batch_size, self.n_heads, self.feature_dim)
         return {
             "kv": torch.zeros(*shape, self.head_dim, device=device, dtype=dtype),
             "k_sum": torch.zeros(shape, device=device, dtype=dtype),
@@ -137,7 +138,7 @@ class LinearAttentionMixer(nn.Module):
         return self._merge(y[:, :, None]), {"kv": kv, "k_sum": k_sum}
 
     def state_size(self, seq_len: int) -> int:
-        return self.n_heads * (self.head_dim * self.head_dim + self.head_dim)
+        return self.n_heads * self.feature_dim * (self.head_dim + 1)
 
 
 def _make(cfg: LinearAttentionConfig, d_model: int, layer_idx: int, n_layers: int) -> nn.Module:

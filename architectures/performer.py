@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ._common import Variant, integer, register
-from .linear_attention import EPS, _recurrent_step, linear_attention_chunked
+from .linear_attention import LinearAttentionMixer
 from .transformer import check_heads
 
 __all__ = [
@@ -64,18 +64,13 @@ def favor_features(x: Tensor, w: Tensor, *, stabilize: bool) -> Tensor:
     return torch.exp(logits) / math.sqrt(w.shape[0])
 
 
-class PerformerMixer(nn.Module):
-    """Multi-head FAVOR+ attention; state {"kv": (B, H, m, d), "k_sum": (B, H, m)}."""
-
-    kernel_path = "chunked"
+class PerformerMixer(LinearAttentionMixer):
+    """Multi-head FAVOR+ attention: linear attention whose feature map is positive random
+    features; state {"kv": (B, H, m, d), "k_sum": (B, H, m)}."""
 
     def __init__(self, d_model: int, n_heads: int, n_layers: int, n_features: int, chunk: int):
-        super().__init__()
-        check_heads(d_model, n_heads)
-        self.d_model, self.n_heads, self.head_dim = d_model, n_heads, d_model // n_heads
-        self.n_features, self.chunk_size = n_features, chunk
-        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
-        self.out = nn.Linear(d_model, d_model, bias=False)
+        super().__init__(d_model, n_heads, chunk)
+        self.n_features = self.feature_dim = n_features
         self.register_buffer("features", orthogonal_gaussian(n_features, self.head_dim))
         # GPT-2 init, as the transformer baseline, output projection scaled by depth
         nn.init.normal_(self.qkv.weight, std=0.02)
@@ -87,30 +82,6 @@ class PerformerMixer(nn.Module):
         w = self.features.to(x.dtype)
         q = favor_features(q, w, stabilize=True)  # (B, H, T, m)
         return q, favor_features(k, w, stabilize=False), v
-
-    def _merge(self, y: Tensor) -> Tensor:
-        b, _, t, _ = y.shape
-        return self.out(y.transpose(1, 2).reshape(b, t, self.d_model))  # (B, H, T, d) -> (B, T, D)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self._merge(linear_attention_chunked(*self._qkv(x), self.chunk_size))
-
-    def init_state(
-        self, batch_size: int, *, device: torch.device, dtype: torch.dtype
-    ) -> dict[str, Tensor]:
-        shape = (batch_size, self.n_heads, self.n_features)
-        return {
-            "kv": torch.zeros(*shape, self.head_dim, device=device, dtype=dtype),
-            "k_sum": torch.zeros(shape, device=device, dtype=dtype),
-        }
-
-    def step(self, x_t: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        q, k, v = (z[:, :, 0] for z in self._qkv(x_t))  # (B, H, m), (B, H, m), (B, H, d)
-        y, kv, k_sum = _recurrent_step(q, k, v, state["kv"], state["k_sum"], EPS)
-        return self._merge(y[:, :, None]), {"kv": kv, "k_sum": k_sum}
-
-    def state_size(self, seq_len: int) -> int:
-        return self.n_heads * self.n_features * (self.head_dim + 1)
 
 
 def _make(cfg: PerformerConfig, d_model: int, layer_idx: int, n_layers: int) -> nn.Module:
