@@ -24,6 +24,14 @@ AUX_WEIGHT = 0.01  # Switch Transformer's load-balancing coefficient
 Data = tuple[np.ndarray, np.ndarray]
 
 
+def check_budget(cfg: Any) -> None:
+    """The training-budget fields every synthetic task shares; ValueError names the rule."""
+    if min(cfg.train_size, cfg.test_size, cfg.steps, cfg.batch_size) < 1:
+        raise ValueError("train_size, test_size, steps and batch_size must be >= 1")
+    if cfg.lr <= 0 or cfg.weight_decay < 0 or not 0 <= cfg.warmup_frac < 1:
+        raise ValueError("lr must be > 0, weight_decay >= 0 and warmup_frac in [0, 1)")
+
+
 def disjoint_splits(generate: Callable[[Any, int, int], Data], cfg: Any, seed: int, *,
                     name: str = "task", hint: str = "",
                     allow_empty: bool = False) -> tuple[Data, Data]:

@@ -38,8 +38,7 @@ class Config:
     def validate(self) -> None:
         if not 1 <= self.n_pairs <= self.n_keys:
             raise ValueError("n_pairs must be between 1 and n_keys")
-        if min(self.train_size, self.test_size, self.steps, self.batch_size) < 1:
-            raise ValueError("train_size, test_size, steps and batch_size must be >= 1")
+        _seqtask.check_budget(self)
 
     @property
     def seq_len(self) -> int:

@@ -36,10 +36,7 @@ class Config:
     def validate(self) -> None:
         if self.n_bits < 1:
             raise ValueError("n_bits must be >= 1")
-        if min(self.train_size, self.test_size, self.steps, self.batch_size) < 1:
-            raise ValueError("train_size, test_size, steps and batch_size must be >= 1")
-        if self.lr <= 0 or self.weight_decay < 0 or not 0 <= self.warmup_frac < 1:
-            raise ValueError("lr must be > 0, weight_decay >= 0 and warmup_frac in [0, 1)")
+        _seqtask.check_budget(self)
 
     @property
     def seq_len(self) -> int:
