@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import ctypes
 import json
+import os
 import signal
 import sys
 import time
 import traceback
 from typing import Any
+
+CHECKPOINT_ENV = "ARCHBENCH_CHECKPOINTS"
+DEFAULT_CHECKPOINTS = "results/checkpoints"
 
 
 def _die_with_parent() -> None:
@@ -45,7 +49,9 @@ def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
 
     task = tasks.get(spec["task"])
     ctx = CellContext(arch=spec["arch"], arch_config=spec["arch_config"], seed=spec["seed"],
-                      device=spec["device"], dtype=spec["dtype"], threads=spec["threads"])
+                      device=spec["device"], dtype=spec["dtype"], threads=spec["threads"],
+                      cell_id=spec.get("cell_id"),
+                      checkpoint_dir=os.environ.get(CHECKPOINT_ENV) or DEFAULT_CHECKPOINTS)
     from harness.configs import build_config
 
     cfg = build_config(task.config_cls, spec["task_config"], task.name)

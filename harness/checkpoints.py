@@ -9,6 +9,7 @@ strictly; any mismatch is a one-line :class:`CheckpointError`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,8 @@ import torch
 
 import harness
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "CheckpointError", "load", "read_metadata", "save"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "CheckpointError", "load", "path_for", "read_metadata",
+           "save"]
 
 FORMAT = "archbench-checkpoint"
 FORMAT_VERSION = 1
@@ -25,6 +27,15 @@ FORMAT_VERSION = 1
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be read or does not fit its model; the message is one line."""
+
+
+def path_for(root: str | Path, task: str, arch: str, arch_config: dict[str, Any],
+             seed: int) -> Path:
+    """Where the model a task trained for (arch, arch config, seed) is kept under ``root``;
+    another cell (an lm-eval or efficiency task) finds it again from the same facts."""
+    blob = json.dumps(arch_config, sort_keys=True, separators=(",", ":"), default=str)
+    digest = hashlib.sha256(blob.encode()).hexdigest()[:12]
+    return Path(root) / task / f"{arch}-{digest}-seed{seed}.pt"
 
 
 def save(model: Any, path: str | Path, *, cell_id: str | None = None,

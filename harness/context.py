@@ -18,6 +18,8 @@ class CellContext:
     device: str
     dtype: str
     threads: int
+    cell_id: str | None = None
+    checkpoint_dir: str | None = None  # where tasks that train may save their model
 
     @property
     def torch_device(self) -> torch.device:

@@ -78,7 +78,7 @@ def execute(cell: Cell, timeout_s: float, plugins: tuple[str, ...] = ()) -> dict
 
 
 def _execute(cell: Cell, timeout_s: float, plugins: tuple[str, ...]) -> dict[str, Any]:
-    spec = {**cell.identity(), "plugins": list(plugins)}
+    spec = {**cell.identity(), "cell_id": cell.cell_id, "plugins": list(plugins)}
     with tempfile.TemporaryDirectory(prefix="archbench-cell-") as tmp:
         spec_path, out_path = Path(tmp, "spec.json"), Path(tmp, "out.json")
         spec_path.write_text(json.dumps(spec))

@@ -1,15 +1,32 @@
-"""Shared machinery of the synthetic sequence tasks: splits, training loop, scoring, metrics.
+"""The one training protocol of every synthetic task: splits, data cache, fitting, scoring.
 
 A synthetic task supplies ``generate(cfg, n, seed) -> (tokens, targets)`` (both (n, T) int64,
-targets -100 where nothing is scored) and a config with ``train_size``, ``test_size``,
-``steps``, ``batch_size``, ``lr``, ``weight_decay`` and ``warmup_frac``. Everything else (disjoint
-splits, AdamW with warm-up and cosine decay, argmax accuracy, Metric rows) lives here.
+targets -100 where nothing is scored; rows shorter than T are right-padded) and a config that
+subclasses :class:`TrainConfig`. Everything else lives here, identical for every variant:
+
+- **Splits.** Train, validation and test sets come from separate seeded streams; validation
+  rows seen in train and test rows seen in train or validation are dropped, so the three are
+  disjoint. Generated splits are cached on disk under a content hash of (task, version, data
+  config, seed), so every variant of a suite trains on the very same arrays.
+- **Fitting.** AdamW, linear warm-up then cosine decay, gradient clipping at 1, a step budget.
+  With ``lr_grid`` one model is trained per learning rate and the one with the best validation
+  accuracy is kept; with ``eval_every`` the validation accuracy is checked during training and
+  the best weights are kept (``patience`` stops early). The test split is never looked at until
+  the model is chosen.
+- **Scoring.** Argmax accuracy over scored positions; padding never precedes a real token when
+  the model runs (:func:`forward_padded`), so scores do not move with padding side or batch size.
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import json
 import math
+import os
 from collections.abc import Callable
+from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,34 +37,215 @@ from harness.context import CellContext
 from tasks.base import Metric
 
 AUX_WEIGHT = 0.01  # Switch Transformer's load-balancing coefficient
+CACHE_ENV = "ARCHBENCH_DATA_CACHE"
+PADDING_SIDES = ("right", "left")
 
 Data = tuple[np.ndarray, np.ndarray]
+Generate = Callable[[Any, int, int], Data]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Budget and optimizer fields shared by every synthetic task (subclasses override the
+    defaults). The token budget of one run is ``steps * batch_size * seq_len``."""
+
+    train_size: int = 20_000
+    val_size: int = 256  # held out from training for LR choice and early stopping
+    test_size: int = 1_000
+    steps: int = 1000
+    batch_size: int = 64
+    lr: float = 3e-3
+    lr_grid: tuple[float, ...] = ()  # non-empty: train once per LR, keep the best on validation
+    weight_decay: float = 0.1
+    warmup_frac: float = 0.1
+    eval_every: int = 0  # validate every N steps and keep the best weights; 0: at the end only
+    patience: int = 0  # stop after this many validations without improvement; 0: never early
+    save_checkpoint: bool = False  # write the chosen model to the cell's checkpoint directory
+
+    def validate(self) -> None:
+        check_budget(self)
+
+
+TRAIN_FIELDS = frozenset(f.name for f in fields(TrainConfig)) - {
+    "train_size", "val_size", "test_size"}  # what does not change the data
 
 
 def check_budget(cfg: Any) -> None:
-    """The training-budget fields every synthetic task shares; ValueError names the rule."""
+    """The training-budget rules every synthetic task shares; ValueError names the rule."""
     if min(cfg.train_size, cfg.test_size, cfg.steps, cfg.batch_size) < 1:
         raise ValueError("train_size, test_size, steps and batch_size must be >= 1")
     if cfg.lr <= 0 or cfg.weight_decay < 0 or not 0 <= cfg.warmup_frac < 1:
         raise ValueError("lr must be > 0, weight_decay >= 0 and warmup_frac in [0, 1)")
+    if not all(isinstance(v, (int, float)) and v > 0 for v in getattr(cfg, "lr_grid", ())):
+        raise ValueError("lr_grid must be a list of learning rates > 0")
+    val_size = getattr(cfg, "val_size", 0)
+    if val_size < 0 or getattr(cfg, "eval_every", 0) < 0 or getattr(cfg, "patience", 0) < 0:
+        raise ValueError("val_size, eval_every and patience must be >= 0")
+    needs_val = len(getattr(cfg, "lr_grid", ())) > 1 or getattr(cfg, "eval_every", 0) > 0
+    if needs_val and val_size < 1:
+        raise ValueError("lr_grid with several values and eval_every need val_size >= 1")
+    if getattr(cfg, "patience", 0) and not getattr(cfg, "eval_every", 0):
+        raise ValueError("patience needs eval_every > 0")
 
 
-def disjoint_splits(generate: Callable[[Any, int, int], Data], cfg: Any, seed: int, *,
-                    name: str = "task", hint: str = "",
-                    allow_empty: bool = False) -> tuple[Data, Data]:
-    """Train and test sets from separate seeded streams; test rows seen in train are removed.
+# ---------------------------------------------------------------------------------------------
+# splits and the data cache
+
+
+def stream(seed: int, split: int) -> int:
+    """Seed of one split's stream: train 3s, test 3s + 1, validation 3s + 2 (never shared)."""
+    return 3 * seed + split
+
+
+def _drop_seen(data: Data, seen: set[bytes]) -> Data:
+    keep = np.array([row.tobytes() not in seen for row in data[0]], dtype=bool)
+    return data[0][keep], data[1][keep]
+
+
+def disjoint_splits(generate: Generate, cfg: Any, seed: int, *, name: str = "task",
+                    hint: str = "", allow_empty: bool = False,
+                    with_val: bool = False) -> tuple[Data, ...]:
+    """(train, test), or (train, val, test) with ``with_val``, from separate seeded streams,
+    made disjoint by dropping repeats.
 
     Raises ValueError when every test sequence also occurs in training (``hint`` says how to
     make the task roomier), unless ``allow_empty``.
     """
-    train = generate(cfg, cfg.train_size, 2 * seed)
-    test = generate(cfg, cfg.test_size, 2 * seed + 1)
+    train = generate(cfg, cfg.train_size, stream(seed, 0))
     seen = {row.tobytes() for row in train[0]}
-    keep = np.array([row.tobytes() not in seen for row in test[0]], dtype=bool)
-    if not keep.any() and not allow_empty:
+    val = None
+    if with_val and getattr(cfg, "val_size", 0) > 0:
+        val = _drop_seen(generate(cfg, cfg.val_size, stream(seed, 2)), seen)
+        seen |= {row.tobytes() for row in val[0]}
+    test = _drop_seen(generate(cfg, cfg.test_size, stream(seed, 1)), seen)
+    if not len(test[0]) and not allow_empty:
         raise ValueError(f"{name}: every test sequence also occurs in training"
                          + (f"; {hint}" if hint else ""))
-    return train, (test[0][keep], test[1][keep])
+    if not with_val:
+        return train, test
+    if val is None or not len(val[0]):
+        val = (train[0][:0], train[1][:0])
+    return train, val, test
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "archbench" / "data")
+
+
+def data_key(name: str, version: int, cfg: Any, seed: int) -> str:
+    """Content hash of what determines a task's data: name, version, data config and seed."""
+    conf = {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name not in TRAIN_FIELDS}
+    blob = json.dumps({"task": name, "version": version, "config": conf, "seed": seed},
+                      sort_keys=True, separators=(",", ":"), default=list)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def cached_splits(generate: Generate, cfg: Any, seed: int, *, name: str, version: int,
+                  hint: str = "") -> tuple[tuple[Data, Data, Data], str]:
+    """(train, val, test) and their content hash, read from the cache or generated and stored.
+
+    The cache is an optimisation only: a missing or unreadable entry is regenerated, and the
+    arrays are identical either way (generation is deterministic per seed).
+    """
+    key = data_key(name, version, cfg, seed)
+    path = cache_dir() / f"{name}-{key}.npz"
+    try:
+        with np.load(path) as z:
+            arrays = [z[k] for k in ("xtr", "ytr", "xva", "yva", "xte", "yte")]
+        return ((arrays[0], arrays[1]), (arrays[2], arrays[3]), (arrays[4], arrays[5])), key
+    except (OSError, KeyError, ValueError):
+        pass
+    train, val, test = disjoint_splits(generate, cfg, seed, name=name, hint=hint, with_val=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
+        np.savez(tmp, xtr=train[0], ytr=train[1], xva=val[0], yva=val[1],
+                 xte=test[0], yte=test[1])
+        tmp.replace(path)  # atomic: concurrent writers leave one whole file
+    except OSError:
+        pass  # a read-only home still runs, just without the cache
+    return (train, val, test), key
+
+
+# ---------------------------------------------------------------------------------------------
+# forward passes over padded batches and scoring
+
+
+def forward_padded(model: torch.nn.Module, x: torch.Tensor, lengths: torch.Tensor,
+                   padding_side: str = "right") -> torch.Tensor:
+    """Logits (B, T, V) of a padded batch, laid out like ``x``, in which no real token ever
+    sees a pad.
+
+    A causal model cannot see right padding; left padding would run through a recurrent state
+    (or be attended to) before the first real token. Left-padded rows are therefore shifted so
+    their tokens start at position 0, run, and their logits shifted back. Pad positions' logits
+    are whatever the model makes of them and must not be scored.
+    """
+    if padding_side not in PADDING_SIDES:
+        raise ValueError(f"padding_side must be one of {PADDING_SIDES}, got {padding_side!r}")
+    if padding_side == "right":
+        return model(x)
+    width = x.shape[1]
+    shift = (width - lengths).tolist()
+    packed = torch.stack([row.roll(-s) for row, s in zip(x, shift, strict=True)])
+    logits = model(packed)
+    return torch.stack([row.roll(s, dims=0) for row, s in zip(logits, shift, strict=True)])
+
+
+def pad_rows(rows: list[np.ndarray], pad: int, side: str) -> tuple[np.ndarray, np.ndarray]:
+    """Stack 1-D rows of different lengths into (B, max) with ``pad`` on ``side``; lengths."""
+    width = max(len(r) for r in rows)
+    out = np.full((len(rows), width), pad, dtype=np.int64)
+    for i, r in enumerate(rows):
+        if side == "right":
+            out[i, : len(r)] = r
+        else:
+            out[i, width - len(r) :] = r
+    return out, np.array([len(r) for r in rows], dtype=np.int64)
+
+
+def lengths_of(tokens: np.ndarray, pad: int | None) -> np.ndarray:
+    """Real length of each right-padded row: up to the last non-pad token (all of T if none)."""
+    if pad is None:
+        return np.full(len(tokens), tokens.shape[1], dtype=np.int64)
+    real = tokens != pad
+    last = np.where(real.any(1), tokens.shape[1] - np.argmax(real[:, ::-1], axis=1), 0)
+    return last.astype(np.int64)
+
+
+@torch.inference_mode()
+def evaluate(model: torch.nn.Module, data: Data, ctx: CellContext, batch_size: int = 256,
+             *, padding_side: str = "right", pad: int | None = None) -> float:
+    """Fraction of scored positions (target != -100) whose argmax prediction is the target.
+
+    ``data`` is right-padded with ``pad`` (if it has padding); ``padding_side="left"``
+    re-pads every batch on the left first, as a left-padding data loader would deliver it.
+    """
+    correct = total = 0
+    lengths = lengths_of(data[0], pad)
+    for start in range(0, len(data[0]), batch_size):
+        x = data[0][start : start + batch_size]
+        y = data[1][start : start + batch_size]
+        n = lengths[start : start + batch_size]
+        width = int(n.max())
+        x, y = x[:, :width], y[:, :width]  # a batch is only as wide as its longest row
+        if padding_side == "left":
+            shift = width - n
+            x = np.stack([np.roll(r, s) for r, s in zip(x, shift, strict=True)])
+            y = np.stack([np.roll(r, s) for r, s in zip(y, shift, strict=True)])
+        xt = torch.from_numpy(np.ascontiguousarray(x)).to(ctx.torch_device)
+        yt = torch.from_numpy(np.ascontiguousarray(y)).to(ctx.torch_device)
+        pred = forward_padded(model, xt, torch.from_numpy(n), padding_side).argmax(-1)
+        mask = yt != -100
+        correct += int((pred[mask] == yt[mask]).sum())
+        total += int(mask.sum())
+    if not total:
+        raise ValueError("nothing to score: the evaluation set has no scored positions")
+    return correct / total
+
+
+# ---------------------------------------------------------------------------------------------
+# training
 
 
 def lr_at(step: int, *, steps: int, lr: float, warmup_frac: float) -> float:
@@ -59,14 +257,33 @@ def lr_at(step: int, *, steps: int, lr: float, warmup_frac: float) -> float:
     return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+@dataclass
+class Fit:
+    """What one training run did: final train loss, steps run, best validation accuracy."""
+
+    train_loss: float
+    steps_run: int
+    val_accuracy: float | None = None
+    best_step: int | None = None
+    stopped_early: bool = False
+
+
 def train(model: torch.nn.Module, data: Data, ctx: CellContext, *, steps: int, batch_size: int,
-          lr: float, weight_decay: float, warmup_frac: float) -> float:
-    """AdamW on random minibatches; returns the mean loss of the last 10% of steps."""
+          lr: float, weight_decay: float, warmup_frac: float, val: Data | None = None,
+          eval_every: int = 0, patience: int = 0, pad: int | None = None) -> Fit:
+    """AdamW on random minibatches. With ``val`` and ``eval_every``, validation accuracy is
+    checked every ``eval_every`` steps and at the end, the best weights are restored, and
+    ``patience`` validations without improvement stop the run. Train loss is the mean of the
+    last 10% of the steps run."""
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     rng = np.random.default_rng(ctx.seed + 17)
     x_all = torch.from_numpy(data[0])
     y_all = torch.from_numpy(data[1])
-    losses = []
+    has_val = val is not None and len(val[0]) > 0
+    losses: list[float] = []
+    best: tuple[float, int, dict[str, torch.Tensor]] | None = None
+    since_best = 0
+    stopped = False
     model.train()
     for step in range(steps):
         for group in opt.param_groups:
@@ -83,30 +300,64 @@ def train(model: torch.nn.Module, data: Data, ctx: CellContext, *, steps: int, b
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        last = step == steps - 1
+        if has_val and eval_every and ((step + 1) % eval_every == 0 or last):
+            model.eval()
+            acc = evaluate(model, val, ctx, pad=pad)
+            model.train()
+            if best is None or acc > best[0]:
+                best = (acc, step + 1, copy.deepcopy(model.state_dict()))
+                since_best = 0
+            else:
+                since_best += 1
+                if patience and since_best >= patience and not last:
+                    stopped = True
+                    break
     model.eval()
-    tail = losses[-max(1, steps // 10) :]
-    return float(np.mean(tail))
+    tail = losses[-max(1, len(losses) // 10) :]
+    fit = Fit(train_loss=float(np.mean(tail)), steps_run=len(losses), stopped_early=stopped)
+    if best is not None:
+        model.load_state_dict(best[2])
+        fit.val_accuracy, fit.best_step = best[0], best[1]
+    elif has_val:
+        fit.val_accuracy = evaluate(model, val, ctx, pad=pad)
+    return fit
 
 
-def train_cfg(model: torch.nn.Module, data: Data, ctx: CellContext, cfg: Any) -> float:
+def train_cfg(model: torch.nn.Module, data: Data, ctx: CellContext, cfg: Any, *,
+              lr: float | None = None, val: Data | None = None, pad: int | None = None) -> Fit:
     """:func:`train` with the optimizer settings read from a task config."""
-    return train(model, data, ctx, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr,
-                 weight_decay=cfg.weight_decay, warmup_frac=cfg.warmup_frac)
+    return train(model, data, ctx, steps=cfg.steps, batch_size=cfg.batch_size,
+                 lr=cfg.lr if lr is None else lr, weight_decay=cfg.weight_decay,
+                 warmup_frac=cfg.warmup_frac, val=val, eval_every=getattr(cfg, "eval_every", 0),
+                 patience=getattr(cfg, "patience", 0), pad=pad)
 
 
-@torch.inference_mode()
-def evaluate(model: torch.nn.Module, data: Data, ctx: CellContext,
-             batch_size: int = 256) -> float:
-    """Fraction of scored positions (target != -100) whose argmax prediction is the target."""
-    correct = total = 0
-    for start in range(0, len(data[0]), batch_size):
-        x = torch.from_numpy(data[0][start : start + batch_size]).to(ctx.torch_device)
-        y = torch.from_numpy(data[1][start : start + batch_size]).to(ctx.torch_device)
-        pred = model(x).argmax(-1)
-        mask = y != -100
-        correct += int((pred[mask] == y[mask]).sum())
-        total += int(mask.sum())
-    return correct / total
+def fit(build: Callable[[], torch.nn.Module], train_set: Data, val_set: Data, ctx: CellContext,
+        cfg: Any, *, pad: int | None = None) -> tuple[torch.nn.Module, float, Fit,
+                                                      dict[str, Any]]:
+    """Train one model per learning rate of the grid (``cfg.lr`` alone without a grid) from
+    the same seeded initialisation; keep the best by validation accuracy (the first on ties).
+
+    Returns the chosen model, its LR, its :class:`Fit` and a record of the whole grid.
+    """
+    grid = list(getattr(cfg, "lr_grid", ())) or [cfg.lr]
+    chosen: tuple[torch.nn.Module, float, Fit] | None = None
+    record: dict[str, Any] = {}
+    for lr in grid:
+        model = build()
+        result = train_cfg(model, train_set, ctx, cfg, lr=lr, val=val_set, pad=pad)
+        record[f"{lr:g}"] = {"val_accuracy": result.val_accuracy,
+                             "train_loss": result.train_loss, "steps_run": result.steps_run}
+        better = chosen is None or (result.val_accuracy or 0.0) > (chosen[2].val_accuracy or 0.0)
+        if better:
+            chosen = (model, lr, result)
+    assert chosen is not None
+    return chosen[0], chosen[1], chosen[2], record
+
+
+# ---------------------------------------------------------------------------------------------
+# metrics and the whole run
 
 
 def accuracy_metrics(*, cfg: Any, model: torch.nn.Module, test_set: Data, accuracy: float,
@@ -114,10 +365,13 @@ def accuracy_metrics(*, cfg: Any, model: torch.nn.Module, test_set: Data, accura
                      **more: Any) -> list[Metric]:
     """The accuracy and train_loss rows of a synthetic task, with the budget in ``extra``."""
     n_scored = int((test_set[1] != -100).sum())
+    steps_run = more.pop("steps_run", cfg.steps)
     extra = {
-        "steps": cfg.steps, "batch_size": cfg.batch_size, "seq_len": seq_len,
-        "tokens_seen": cfg.steps * cfg.batch_size * seq_len, "lr": cfg.lr,
+        "steps": cfg.steps, "steps_run": steps_run, "batch_size": cfg.batch_size,
+        "seq_len": seq_len, "tokens_seen": steps_run * cfg.batch_size * seq_len,
+        "token_budget": cfg.steps * cfg.batch_size * seq_len, "lr": cfg.lr,
         "test_sequences": len(test_set[0]), "num_params": model.num_params(),
+        "num_active_params": model.num_params(active=True),
         "kernel_path": model.kernel_path, **more,
     }
     return [
@@ -129,13 +383,34 @@ def accuracy_metrics(*, cfg: Any, model: torch.nn.Module, test_set: Data, accura
     ]
 
 
-def run_task(cfg: Any, ctx: CellContext, generate: Callable[[Any, int, int], Data], *,
-             name: str, vocab_size: int, seq_len: int, what: str = "scored positions",
-             hint: str = "") -> list[Metric]:
-    """Build, train and score a model on one synthetic task: the whole ``run`` of most tasks."""
-    model = ctx.build_model(vocab_size=vocab_size)
-    train_set, test_set = disjoint_splits(generate, cfg, ctx.seed, name=name, hint=hint)
-    final_loss = train_cfg(model, train_set, ctx, cfg)
-    acc = evaluate(model, test_set, ctx)
+def save_checkpoint(model: torch.nn.Module, ctx: CellContext, task: str,
+                    extra: dict[str, Any]) -> str | None:
+    """Write the trained model where the runner keeps checkpoints; returns the path."""
+    from harness import checkpoints
+
+    if not ctx.checkpoint_dir:
+        return None
+    path = checkpoints.path_for(ctx.checkpoint_dir, task, ctx.arch, ctx.arch_config, ctx.seed)
+    checkpoints.save(model, path, cell_id=ctx.cell_id, extra={"task": task, **extra})
+    return str(path)
+
+
+def run_task(cfg: Any, ctx: CellContext, generate: Generate, *, name: str, vocab_size: int,
+             seq_len: int, what: str = "scored positions", hint: str = "", version: int = 1,
+             pad: int | None = None) -> list[Metric]:
+    """Build, fit and score a model on one synthetic task: the whole ``run`` of most tasks."""
+    (train_set, val_set, test_set), data_hash = cached_splits(
+        generate, cfg, ctx.seed, name=name, version=version, hint=hint)
+    model, lr, result, grid = fit(lambda: ctx.build_model(vocab_size=vocab_size),
+                                  train_set, val_set, ctx, cfg, pad=pad)
+    acc = evaluate(model, test_set, ctx, pad=pad)
+    more: dict[str, Any] = {
+        "lr": lr, "lr_grid": list(getattr(cfg, "lr_grid", ())) or [cfg.lr], "grid": grid,
+        "val_accuracy": result.val_accuracy, "val_sequences": len(val_set[0]),
+        "steps_run": result.steps_run, "best_step": result.best_step,
+        "stopped_early": result.stopped_early, "data_hash": data_hash,
+    }
+    if getattr(cfg, "save_checkpoint", False):
+        more["checkpoint"] = save_checkpoint(model, ctx, name, {"lr": lr, "accuracy": acc})
     return accuracy_metrics(cfg=cfg, model=model, test_set=test_set, accuracy=acc,
-                            train_loss=final_loss, seq_len=seq_len, what=what)
+                            train_loss=result.train_loss, seq_len=seq_len, what=what, **more)

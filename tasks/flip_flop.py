@@ -22,9 +22,11 @@ from tasks.base import Metric, Task
 
 WRITE, IGNORE, READ = 2, 3, 4  # bits are tokens 0 and 1
 
+VERSION = 2  # 2: train/validation/test streams of the shared protocol
+
 
 @dataclass(frozen=True)
-class Config:
+class Config(_seqtask.TrainConfig):
     n_instr: int = 16  # instruction-bit pairs; T = 2 * n_instr
     p_ignore: float = 0.5  # probability of an ignore; write and read share the rest
     train_size: int = 20_000
@@ -75,12 +77,13 @@ def generate(cfg: Config, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def run(cfg: Config, ctx: CellContext) -> list[Metric]:
     return _seqtask.run_task(
-        cfg, ctx, generate, name="flip_flop", vocab_size=cfg.vocab_size, seq_len=cfg.seq_len,
+        cfg, ctx, generate, version=VERSION,
+        name="flip_flop", vocab_size=cfg.vocab_size, seq_len=cfg.seq_len,
         what="read positions",
         hint="raise n_instr so the task has enough distinct sequences")
 
 
 TASK = tasks.register(Task(
-    name="flip_flop", kind="accuracy", version=1, config_cls=Config, run=run,
+    name="flip_flop", kind="accuracy", version=VERSION, config_cls=Config, run=run,
     headline="accuracy", doc=__doc__ or "",
 ))

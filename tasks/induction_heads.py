@@ -18,9 +18,11 @@ from harness.context import CellContext
 from tasks import _seqtask
 from tasks.base import Metric, Task
 
+VERSION = 2  # 2: train/validation/test streams of the shared protocol
+
 
 @dataclass(frozen=True)
-class Config:
+class Config(_seqtask.TrainConfig):
     seq_len: int = 32  # including the trigger at the end
     n_symbols: int = 16  # ordinary symbols 0 .. n_symbols - 1; the trigger is n_symbols
     train_size: int = 20_000
@@ -61,12 +63,13 @@ def generate(cfg: Config, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def run(cfg: Config, ctx: CellContext) -> list[Metric]:
     return _seqtask.run_task(
-        cfg, ctx, generate, name="induction_heads", vocab_size=cfg.vocab_size,
+        cfg, ctx, generate, version=VERSION,
+        name="induction_heads", vocab_size=cfg.vocab_size,
         seq_len=cfg.seq_len, what="final (trigger) positions",
         hint="raise seq_len or n_symbols so the task has enough distinct sequences")
 
 
 TASK = tasks.register(Task(
-    name="induction_heads", kind="accuracy", version=1, config_cls=Config, run=run,
+    name="induction_heads", kind="accuracy", version=VERSION, config_cls=Config, run=run,
     headline="accuracy", doc=__doc__ or "",
 ))

@@ -22,9 +22,11 @@ from tasks.base import Metric, Task
 
 AUX_WEIGHT = _seqtask.AUX_WEIGHT
 
+VERSION = 2  # 2: train/validation/test streams of the shared protocol
+
 
 @dataclass(frozen=True)
-class Config:
+class Config(_seqtask.TrainConfig):
     n_pairs: int = 4  # key-value pairs per sequence; T = 3 * n_pairs
     n_keys: int = 16  # key alphabet size; values use a disjoint alphabet of the same size
     train_size: int = 20_000
@@ -90,12 +92,13 @@ evaluate = _seqtask.evaluate  # fraction of query positions whose argmax is the 
 
 def run(cfg: Config, ctx: CellContext) -> list[Metric]:
     return _seqtask.run_task(
-        cfg, ctx, generate, name="mqar", vocab_size=cfg.vocab_size, seq_len=cfg.seq_len,
+        cfg, ctx, generate, version=VERSION,
+        name="mqar", vocab_size=cfg.vocab_size, seq_len=cfg.seq_len,
         what="query positions",
         hint="raise n_keys or n_pairs so the task has enough distinct sequences")
 
 
 TASK = tasks.register(Task(
-    name="mqar", kind="accuracy", version=1, config_cls=Config, run=run,
+    name="mqar", kind="accuracy", version=VERSION, config_cls=Config, run=run,
     headline="accuracy", doc=__doc__ or "",
 ))

@@ -20,9 +20,11 @@ from tasks.base import Metric, Task
 
 QUERY = 2
 
+VERSION = 2  # 2: train/validation/test streams of the shared protocol
+
 
 @dataclass(frozen=True)
-class Config:
+class Config(_seqtask.TrainConfig):
     n_bits: int = 12  # T = n_bits + 1; 2**n_bits distinct sequences
     running: bool = False  # also score the prefix parity at every bit position
     train_size: int = 2_000  # of 4096 sequences: the rest is left for a disjoint test set
@@ -62,12 +64,13 @@ def generate(cfg: Config, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def run(cfg: Config, ctx: CellContext) -> list[Metric]:
     return _seqtask.run_task(
-        cfg, ctx, generate, name="parity", vocab_size=cfg.vocab_size, seq_len=cfg.seq_len,
+        cfg, ctx, generate, version=VERSION,
+        name="parity", vocab_size=cfg.vocab_size, seq_len=cfg.seq_len,
         what="running-parity positions" if cfg.running else "query positions",
         hint="raise n_bits so the task has enough distinct sequences")
 
 
 TASK = tasks.register(Task(
-    name="parity", kind="accuracy", version=1, config_cls=Config, run=run,
+    name="parity", kind="accuracy", version=VERSION, config_cls=Config, run=run,
     headline="accuracy", doc=__doc__ or "",
 ))

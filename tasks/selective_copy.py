@@ -22,9 +22,11 @@ from tasks.base import Metric, Task
 
 BLANK, SEP = 0, 1  # data symbols are 2 .. 2 + n_data - 1
 
+VERSION = 2  # 2: train/validation/test streams of the shared protocol
+
 
 @dataclass(frozen=True)
-class Config:
+class Config(_seqtask.TrainConfig):
     region: int = 32  # positions holding data and blanks; T = region + n_tokens
     n_tokens: int = 8  # data tokens to copy per sequence
     n_data: int = 8  # data alphabet size
@@ -69,12 +71,13 @@ def generate(cfg: Config, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def run(cfg: Config, ctx: CellContext) -> list[Metric]:
     return _seqtask.run_task(
-        cfg, ctx, generate, name="selective_copy", vocab_size=cfg.vocab_size,
+        cfg, ctx, generate, version=VERSION,
+        name="selective_copy", vocab_size=cfg.vocab_size,
         seq_len=cfg.seq_len, what="copy positions",
         hint="raise region, n_tokens or n_data so the task has enough distinct sequences")
 
 
 TASK = tasks.register(Task(
-    name="selective_copy", kind="accuracy", version=1, config_cls=Config, run=run,
+    name="selective_copy", kind="accuracy", version=VERSION, config_cls=Config, run=run,
     headline="accuracy", doc=__doc__ or "",
 ))
