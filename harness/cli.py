@@ -37,6 +37,11 @@ def parser() -> argparse.ArgumentParser:
     rn.add_argument("--threads", type=int, help="override the suite's thread count")
     rn.add_argument("--timeout", type=float, help="override the per-cell timeout (s)")
     rn.add_argument("--no-progress", action="store_true", help="plain log lines, no bar")
+    rn.add_argument("--jobs", type=int, default=1, metavar="N",
+                    help="run N accuracy cells at once (efficiency cells always run alone); "
+                    "give each cores/N threads with --threads")
+    rn.add_argument("--checkpoints", metavar="DIR", help="where trained models are saved "
+                    "(default: $ARCHBENCH_CHECKPOINTS or results/checkpoints)")
 
     st = sub.add_parser("site", help="render the static leaderboard")
     st.add_argument("--out", default="site-out", help="output folder (wiped first)")
@@ -82,8 +87,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness import db, plan, runner, suite
     from harness.progress import Progress
 
+    if args.jobs < 1:
+        raise SuiteError(f"--jobs: must be an integer >= 1, got {args.jobs}")
     s = suite.load(args.suite, device=args.device, dtype=args.dtype, threads=args.threads)
     cells = plan.plan(s)
+    if args.checkpoints:  # the cell processes inherit it
+        os.environ["ARCHBENCH_CHECKPOINTS"] = str(Path(args.checkpoints).resolve())
     engine = db.connect(args.db)
     import tasks
 
@@ -93,6 +102,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             cells, engine, suite_name=s.name, timeout_s=args.timeout or s.timeout_s,
             plugins=tuple(str(Path(p).resolve()) for p in args.plugin), headlines=headlines,
             on_plan=progress.plan, on_start=progress.start, on_done=progress.done,
+            jobs=args.jobs,
         )
     from harness import derive
 

@@ -88,25 +88,47 @@ def seed_means(rows: list[dict[str, Any]], code_version: str) -> dict[str, list[
     seeds are rounds: separate processes, interleaved with the other variants, so the interval
     includes the between-process variation a single cell's IQR cannot see."""
     newest: dict[tuple, dict[int, float]] = defaultdict(dict)
+    extras: dict[tuple, dict[int, dict[str, Any]]] = defaultdict(dict)
     for row in rows:
         if row["status"] == "ok" and row["value"] is not None:
             key = (row["hardware_fingerprint"], row["arch"], row["task"], row["metric"],
                    row["config_hash"], row["unit"])
             newest[key][row["seed"]] = float(row["value"])
+            extras[key][row["seed"]] = row.get("extra") or {}
     out: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for (fp, arch, task, metric, config_hash, unit), by_seed in sorted(newest.items()):
-        ci = mean_ci([by_seed[s] for s in sorted(by_seed)])
+    for key, by_seed in sorted(newest.items()):
+        fp, arch, task, metric, config_hash, unit = key
+        seeds = sorted(by_seed)
+        ci = mean_ci([by_seed[s] for s in seeds])
         if ci is None:  # one seed: no interval to give
             continue
         mean, low, high = ci
+        points = {"seeds": seeds, "n_seeds": len(seeds), "ci_low": low, "ci_high": high,
+                  "values": [by_seed[s] for s in seeds]}
+        points.update(training_facts([extras[key][s] for s in seeds]))
         out[fp].append({"task": task, "metric": metric, "series": config_hash,
                         "kind": "seed_mean", "arch": arch, "other_arch": None, "value": mean,
                         "unit": unit, "code_version": code_version,
-                        "method": f"mean over {len(by_seed)} seeds, Student-t 95% CI",
-                        "points": {"seeds": sorted(by_seed), "n_seeds": len(by_seed),
-                                   "ci_low": low, "ci_high": high,
-                                   "values": [by_seed[s] for s in sorted(by_seed)]}})
+                        "method": f"mean over {len(seeds)} seeds, Student-t 95% CI",
+                        "points": points})
     return out
+
+
+TRAINING_FACTS = ("num_params", "num_active_params", "token_budget", "steps", "batch_size",
+                  "seq_len")
+
+
+def training_facts(extras: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a trained (accuracy) row's reader needs beside the mean: the LR chosen for each
+    seed, the grid it came from, the parameter count and the token budget (the same for every
+    seed of one setting, so the first seed's value is given)."""
+    if not extras or "lr" not in extras[0]:
+        return {}
+    facts: dict[str, Any] = {"chosen_lrs": [e.get("lr") for e in extras]}
+    if "lr_grid" in extras[0]:
+        facts["lr_grid"] = extras[0]["lr_grid"]
+    facts.update({k: extras[0][k] for k in TRAINING_FACTS if k in extras[0]})
+    return facts
 
 
 def _newest(rows: list[dict[str, Any]], task: str, metric: str) -> dict[tuple, dict]:

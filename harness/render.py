@@ -65,11 +65,27 @@ def shade(column: dict[str, Any], value: float | None) -> str | None:
     return f"hsl({round(120 * min(max(value, 0.0), 1.0))}, 60%, 85%)"
 
 
+def training_note(facts: dict[str, Any]) -> str:
+    """'LR ...; N params; T tokens; ' for a trained row (or its seed mean), else ''."""
+    lrs = facts.get("chosen_lrs") or ([facts["lr"]] if "lr" in facts else [])
+    if not lrs:
+        return ""
+    grid = facts.get("lr_grid")
+    text = f"chosen LR {', '.join(f'{v:g}' for v in lrs)}"
+    text += f" from grid {', '.join(f'{v:g}' for v in grid)}; " if grid else "; "
+    if "num_params" in facts:
+        text += f"{facts['num_params']:,} params; "
+    if "token_budget" in facts:
+        text += f"{facts['token_budget']:,} training tokens; "
+    return text
+
+
 def seed_view(row: dict[str, Any], mean: dict[str, Any]) -> dict[str, Any]:
     p = mean["points"]
     half = (p["ci_high"] - p["ci_low"]) / 2
     title = (f"mean of {p['n_seeds']} seeds {p['values']}; 95% CI [{fmt(p['ci_low'])}, "
-             f"{fmt(p['ci_high'])}]; {row['method']}; code {row['code_version']}")
+             f"{fmt(p['ci_high'])}]; {training_note(p)}{row['method']}; "
+             f"code {row['code_version']}")
     return {"status": "ok", "text": f"{fmt(mean['value'])} ± {fmt(half)} (n={p['n_seeds']})",
             "title": title, "sort": repr(mean["value"])}
 
@@ -121,7 +137,8 @@ def cell_view(row: dict[str, Any] | None) -> dict[str, Any]:
     spread = f" ± {fmt(row['spread'] / 2)}" if row["spread"] is not None else ""
     ci = (f"95% CI of median [{fmt(row['ci_low'])}, {fmt(row['ci_high'])}]; "
           if row["ci_low"] is not None else "")
-    title = (f"{ci}IQR {fmt(row['spread'])}; n={row['n_samples']}; method: {row['method']}; "
+    title = (f"{ci}IQR {fmt(row['spread'])}; n={row['n_samples']}; "
+             f"{training_note(row.get('extra') or {})}method: {row['method']}; "
              f"kernel: {row['kernel_path'] or '-'}; {row['device']} {row['dtype']} "
              f"{row['threads']} threads; code {row['code_version']}")
     return {"status": "ok", "text": fmt(row["value"]) + spread, "title": title,

@@ -146,8 +146,15 @@ def run(cells: list[Cell], engine: Engine, *, suite_name: str, timeout_s: float,
         plugins: tuple[str, ...] = (), headlines: dict[str, str],
         on_start: Callable[[Cell], None] | None = None,
         on_done: Callable[[Outcome], None] | None = None,
-        on_plan: Callable[[int, int], None] | None = None) -> RunReport:
-    """Run every cell not yet done; callbacks let the CLI draw progress."""
+        on_plan: Callable[[int, int], None] | None = None, jobs: int = 1) -> RunReport:
+    """Run every cell not yet done; callbacks let the CLI draw progress.
+
+    ``jobs > 1`` runs that many accuracy cells at once (their results count steps, not
+    seconds); efficiency cells always run alone, after them, so no measurement shares the
+    machine with another cell.
+    """
+    if jobs < 1:
+        raise ValueError("jobs must be >= 1")
     device = cells[0].device if cells else "cpu"
     hw = hardware_fingerprint(device)
     version = code_version()
@@ -162,30 +169,63 @@ def run(cells: list[Cell], engine: Engine, *, suite_name: str, timeout_s: float,
         on_plan(len(cells), len(pending))
     report = RunReport(run_id, version, hw.fingerprint, len(cells) - len(pending), [])
     stopped: dict[str, str] = {}  # sweep series -> why its larger values are not run
+
+    def attempt(cell: Cell) -> dict[str, Any]:
+        if cell.series in stopped:
+            return {"status": "skipped", "error": stopped[cell.series], "wall_s": 0.0}
+        return execute(cell, timeout_s, plugins)
+
+    def finish(cell: Cell, outcome: dict[str, Any]) -> None:
+        if cell.series and outcome["status"] in SWEEP_STOPPERS:
+            stopped.setdefault(cell.series, f"not run: the same series hit "
+                               f"{outcome['status']} at {cell.sweep_key}={cell.sweep_value}")
+        volatile = hardware_fingerprint(device).volatile
+        rows = to_rows(cell, outcome, run_id, hw.fingerprint, version, volatile,
+                       headlines[cell.task])
+        db.store(engine, rows)
+        head = next((r for r in rows if r["metric"] == headlines[cell.task]), rows[0])
+        result = Outcome(cell, head["status"], outcome.get("wall_s") or 0.0, head["error"], rows)
+        report.outcomes.append(result)
+        if on_done:
+            on_done(result)
+
+    import tasks
+
+    together = [c for c in pending if jobs > 1 and tasks.get(c.task).kind == "accuracy"]
+    alone = [c for c in pending if c not in together]
     try:
-        for cell in pending:
+        if together:
+            _run_parallel(together, jobs, attempt, finish, on_start)
+        for cell in alone:
             if on_start:
                 on_start(cell)
-            if cell.series in stopped:
-                outcome = {"status": "skipped", "error": stopped[cell.series], "wall_s": 0.0}
-            else:
-                outcome = execute(cell, timeout_s, plugins)
-            if cell.series and outcome["status"] in SWEEP_STOPPERS:
-                stopped.setdefault(cell.series, f"not run: the same series hit "
-                                   f"{outcome['status']} at {cell.sweep_key}={cell.sweep_value}")
-            volatile = hardware_fingerprint(device).volatile
-            rows = to_rows(cell, outcome, run_id, hw.fingerprint, version, volatile,
-                           headlines[cell.task])
-            db.store(engine, rows)
-            head = next((r for r in rows if r["metric"] == headlines[cell.task]), rows[0])
-            result = Outcome(cell, head["status"], outcome.get("wall_s") or 0.0,
-                             head["error"], rows)
-            report.outcomes.append(result)
-            if on_done:
-                on_done(result)
+            finish(cell, attempt(cell))
     except KeyboardInterrupt:
         report.interrupted = True
         db.finish_run(engine, run_id, "interrupted")
         return report
     db.finish_run(engine, run_id, "finished")
     return report
+
+
+def _run_parallel(cells: list[Cell], jobs: int, attempt: Callable[[Cell], dict[str, Any]],
+                  finish: Callable[[Cell, dict[str, Any]], None],
+                  on_start: Callable[[Cell], None] | None) -> None:
+    """``jobs`` cell processes at a time; outcomes are stored by this (the calling) thread."""
+    from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
+    queue = list(reversed(cells))
+    running: dict[Future, Cell] = {}
+    pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="archbench-cell")
+    try:
+        while queue or running:
+            while queue and len(running) < jobs:
+                cell = queue.pop()
+                if on_start:
+                    on_start(cell)
+                running[pool.submit(attempt, cell)] = cell
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                finish(running.pop(future), future.result())
+    finally:
+        pool.shutdown(wait=not running, cancel_futures=True)

@@ -42,6 +42,7 @@ PADDING_SIDES = ("right", "left")
 
 Data = tuple[np.ndarray, np.ndarray]
 Generate = Callable[[Any, int, int], Data]
+Score = Callable[[torch.nn.Module, Data], float]
 
 
 @dataclass(frozen=True)
@@ -270,11 +271,16 @@ class Fit:
 
 def train(model: torch.nn.Module, data: Data, ctx: CellContext, *, steps: int, batch_size: int,
           lr: float, weight_decay: float, warmup_frac: float, val: Data | None = None,
-          eval_every: int = 0, patience: int = 0, pad: int | None = None) -> Fit:
+          eval_every: int = 0, patience: int = 0, pad: int | None = None,
+          score: Score | None = None) -> Fit:
     """AdamW on random minibatches. With ``val`` and ``eval_every``, validation accuracy is
     checked every ``eval_every`` steps and at the end, the best weights are restored, and
-    ``patience`` validations without improvement stop the run. Train loss is the mean of the
+    ``patience`` validations without improvement stop the run. ``score(model, val)`` is the
+    validation figure to maximise (argmax accuracy by default). Train loss is the mean of the
     last 10% of the steps run."""
+    if score is None:
+        def score(m: torch.nn.Module, d: Data) -> float:
+            return evaluate(m, d, ctx, pad=pad)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     rng = np.random.default_rng(ctx.seed + 17)
     x_all = torch.from_numpy(data[0])
@@ -303,7 +309,7 @@ def train(model: torch.nn.Module, data: Data, ctx: CellContext, *, steps: int, b
         last = step == steps - 1
         if has_val and eval_every and ((step + 1) % eval_every == 0 or last):
             model.eval()
-            acc = evaluate(model, val, ctx, pad=pad)
+            acc = score(model, val)
             model.train()
             if best is None or acc > best[0]:
                 best = (acc, step + 1, copy.deepcopy(model.state_dict()))
@@ -320,24 +326,26 @@ def train(model: torch.nn.Module, data: Data, ctx: CellContext, *, steps: int, b
         model.load_state_dict(best[2])
         fit.val_accuracy, fit.best_step = best[0], best[1]
     elif has_val:
-        fit.val_accuracy = evaluate(model, val, ctx, pad=pad)
+        fit.val_accuracy = score(model, val)
     return fit
 
 
 def train_cfg(model: torch.nn.Module, data: Data, ctx: CellContext, cfg: Any, *,
-              lr: float | None = None, val: Data | None = None, pad: int | None = None) -> Fit:
+              lr: float | None = None, val: Data | None = None, pad: int | None = None,
+              score: Score | None = None) -> Fit:
     """:func:`train` with the optimizer settings read from a task config."""
     return train(model, data, ctx, steps=cfg.steps, batch_size=cfg.batch_size,
                  lr=cfg.lr if lr is None else lr, weight_decay=cfg.weight_decay,
                  warmup_frac=cfg.warmup_frac, val=val, eval_every=getattr(cfg, "eval_every", 0),
-                 patience=getattr(cfg, "patience", 0), pad=pad)
+                 patience=getattr(cfg, "patience", 0), pad=pad, score=score)
 
 
 def fit(build: Callable[[], torch.nn.Module], train_set: Data, val_set: Data, ctx: CellContext,
-        cfg: Any, *, pad: int | None = None) -> tuple[torch.nn.Module, float, Fit,
-                                                      dict[str, Any]]:
+        cfg: Any, *, pad: int | None = None, score: Score | None = None
+        ) -> tuple[torch.nn.Module, float, Fit, dict[str, Any]]:
     """Train one model per learning rate of the grid (``cfg.lr`` alone without a grid) from
-    the same seeded initialisation; keep the best by validation accuracy (the first on ties).
+    the same seeded initialisation; keep the best by validation ``score`` (argmax accuracy by
+    default; the first on ties).
 
     Returns the chosen model, its LR, its :class:`Fit` and a record of the whole grid.
     """
@@ -346,10 +354,13 @@ def fit(build: Callable[[], torch.nn.Module], train_set: Data, val_set: Data, ct
     record: dict[str, Any] = {}
     for lr in grid:
         model = build()
-        result = train_cfg(model, train_set, ctx, cfg, lr=lr, val=val_set, pad=pad)
+        result = train_cfg(model, train_set, ctx, cfg, lr=lr, val=val_set, pad=pad, score=score)
         record[f"{lr:g}"] = {"val_accuracy": result.val_accuracy,
                              "train_loss": result.train_loss, "steps_run": result.steps_run}
-        better = chosen is None or (result.val_accuracy or 0.0) > (chosen[2].val_accuracy or 0.0)
+        low = -math.inf
+        better = chosen is None or (result.val_accuracy if result.val_accuracy is not None
+                                    else low) > (chosen[2].val_accuracy if
+                                                 chosen[2].val_accuracy is not None else low)
         if better:
             chosen = (model, lr, result)
     assert chosen is not None

@@ -34,7 +34,9 @@ UNITS = {"acc": "fraction", "acc_norm": "fraction", "exact_match": "fraction",
 @dataclass(frozen=True)
 class Config:
     tasks: tuple[str, ...] = SHIPPED  # lm-eval task names: shipped ones, or cached built-ins
-    checkpoint: str = ""  # a harness.checkpoints file; empty: the cell's freshly seeded model
+    # a harness.checkpoints file; "task:NAME": the model task NAME trained for this cell's
+    # architecture, config and seed (e.g. "task:lm_bpb"); empty: a freshly seeded model
+    checkpoint: str = ""
     limit: int = 0  # documents per task; 0: all of them
     batch_size: int = 8
     max_length: int = 512  # bytes of context; longer contexts are cut on the left
@@ -69,14 +71,33 @@ def task_manager(names: tuple[str, ...]) -> Any:
     return manager
 
 
+def checkpoint_path(cfg: Config, ctx: CellContext) -> str:
+    """The checkpoint file ``cfg.checkpoint`` names; ``task:NAME`` is looked up in the
+    checkpoint directory under this cell's architecture, architecture config and seed."""
+    if not cfg.checkpoint.startswith("task:"):
+        return cfg.checkpoint
+    from harness import checkpoints
+
+    producer = cfg.checkpoint.removeprefix("task:")
+    if not ctx.checkpoint_dir:
+        raise ValueError(f"lm_eval: checkpoint {cfg.checkpoint!r} needs a checkpoint directory")
+    path = checkpoints.path_for(ctx.checkpoint_dir, producer, ctx.arch, ctx.arch_config,
+                                ctx.seed)
+    if not path.is_file():
+        raise ValueError(f"lm_eval: no {producer} checkpoint for {ctx.arch} seed {ctx.seed} at "
+                         f"{path}; run the {producer} task first (same suite, listed earlier)")
+    return str(path)
+
+
 def _model(cfg: Config, ctx: CellContext) -> Any:
     if not cfg.checkpoint:
         return ctx.build_model()
     from harness import checkpoints
 
-    model = checkpoints.load(cfg.checkpoint, device=ctx.torch_device, dtype=ctx.torch_dtype)
+    path = checkpoint_path(cfg, ctx)
+    model = checkpoints.load(path, device=ctx.torch_device, dtype=ctx.torch_dtype)
     if model.variant != ctx.arch:
-        raise ValueError(f"lm_eval: checkpoint {cfg.checkpoint} holds a {model.variant} model, "
+        raise ValueError(f"lm_eval: checkpoint {path} holds a {model.variant} model, "
                          f"but the cell's architecture is {ctx.arch}")
     return model
 
@@ -132,7 +153,7 @@ def run(cfg: Config, ctx: CellContext) -> list[Metric]:
     prefix = (f"lm-evaluation-harness {lm_eval.__version__} simple_evaluate, byte-level "
               f"archbench adapter, max_length {cfg.max_length}")
     extra = {"num_params": model.num_params(), "kernel_path": model.kernel_path,
-             "checkpoint": cfg.checkpoint or None}
+             "checkpoint": checkpoint_path(cfg, ctx) if cfg.checkpoint else None}
     return [Metric(**{**m.to_dict(), "extra": extra}) for m in to_metrics(results, prefix)]
 
 

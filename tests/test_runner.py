@@ -117,3 +117,46 @@ def test_sweep_stops_a_series_after_a_timeout(tmp_path: Path, db_url: str) -> No
     rows = sorted(db.results(db.connect(db_url)), key=lambda r: r["task_config"]["seq_len"])
     assert [r["status"] for r in rows] == ["timeout", "skipped", "skipped"]
     assert "seq_len=8" in rows[1]["error"]
+
+
+def test_parallel_jobs_overlap_accuracy_cells_and_keep_efficiency_cells_alone(
+        tmp_path: Path) -> None:
+    from harness import plan, runner, suite
+
+    tiny_train = {"steps": 3, "train_size": 200, "test_size": 50, "val_size": 20,
+                  "batch_size": 8}
+    path = write_suite(tmp_path / "par.yaml", ["transformer", "lstm"], {
+        "mqar": tiny_train, "parity": {**tiny_train, "n_bits": 10},
+        "prefill_latency": {"seq_len": 16, "n_samples": 3, "warmup": 1,
+                            "min_sample_s": 0.001, "max_total_s": 1.0}})
+    cells = plan.plan(suite.load(str(path)))
+    values = {}
+    for jobs in (1, 2):
+        engine = db.connect(f"sqlite:///{tmp_path / f'j{jobs}.db'}")
+        events: list[tuple[str, str]] = []
+        report = runner.run(cells, engine, suite_name="par", timeout_s=120,
+                            headlines={"mqar": "accuracy", "parity": "accuracy",
+                                       "prefill_latency": "latency_ms"},
+                            on_start=lambda c, ev=events: ev.append(("start", c.task)),
+                            on_done=lambda o, ev=events: ev.append(("done", o.cell.task)),
+                            jobs=jobs)
+        assert report.statuses == {"ok": 6}, [o.error for o in report.outcomes]
+        rows = db.results(engine)
+        values[jobs] = {(r["cell_id"], r["metric"]): r["value"] for r in rows
+                        if r["task"] != "prefill_latency"}
+        first_done = events.index(next(e for e in events if e[0] == "done"))
+        if jobs == 2:  # two cells were running before the first finished
+            assert [e[0] for e in events[:first_done]] == ["start", "start"]
+        # every prefill cell starts after the last accuracy cell is done, and runs alone
+        timed = [i for i, e in enumerate(events) if e[1] == "prefill_latency"]
+        last_acc = max(i for i, e in enumerate(events) if e[1] != "prefill_latency")
+        assert min(timed) > last_acc
+        assert [events[i][0] for i in timed] == ["start", "done"] * 2
+    assert values[1] == values[2]  # same cells, same results, whichever way they ran
+
+
+def test_bad_jobs_value_is_one_line_error(tmp_path: Path, capsys, db_url: str) -> None:
+    path = write_suite(tmp_path / "s.yaml", ["transformer"])
+    assert main(["--db", db_url, "run", "--suite", str(path), "--jobs", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--jobs" in err and len(err.splitlines()) == 1
