@@ -18,6 +18,7 @@ SUITES_DIR = Path(__file__).parent / "suites"
 TOP_KEYS = ("architectures", "description", "hardware", "model", "name", "seeds", "tasks",
             "timeout_s")
 HARDWARE_KEYS = ("device", "dtype", "threads")
+BUDGET_KEYS = ("param_budget", "param_tolerance")  # model: keys that size d_model per variant
 DTYPES = ("bfloat16", "float16", "float32")
 DEVICE_RE = re.compile(r"^(cpu|cuda(:\d+)?)$")
 
@@ -138,6 +139,37 @@ def _resolve(where: str, kind: str, entries: dict[str, dict[str, Any]], module: 
     return out
 
 
+def _sized(where: str, budget: dict[str, Any], entries: dict[str, dict[str, Any]],
+           model: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each architecture's config with the ``d_model`` that brings it to ``param_budget``
+    parameters (within ``param_tolerance``), everything else as the suite gave it."""
+    from architectures.sizing import size_for_budget
+
+    target = budget.get("param_budget")
+    tolerance = budget.get("param_tolerance", 0.05)
+    if not isinstance(target, int) or isinstance(target, bool) or target < 1:
+        raise SuiteError(f"{where}.param_budget: must be an integer >= 1 (total parameters), "
+                         f"got {target!r}")
+    if not isinstance(tolerance, (int, float)) or isinstance(tolerance, bool) or not \
+            0 < tolerance < 1:
+        raise SuiteError(f"{where}.param_tolerance: must be a number in (0, 1), "
+                         f"got {tolerance!r}")
+    out = {}
+    for name, entry in entries.items():
+        config = {**model, **entry}
+        if "d_model" in config:
+            raise SuiteError(f"{where}: d_model and param_budget both set for {name}; "
+                             "param_budget chooses d_model, so set one of them")
+        keys = set(architectures.config_keys(name))
+        try:
+            sized = size_for_budget(name, target, tolerance=float(tolerance),
+                                    **{k: v for k, v in config.items() if k in keys})
+        except (ValueError, ConfigError) as err:
+            raise SuiteError(f"{where}.param_budget: {err}") from None
+        out[name] = sized.config
+    return out
+
+
 def load(name_or_path: str, **hardware_overrides: Any) -> Suite:
     """Read, validate and resolve a suite; ``hardware_overrides`` (device, dtype, threads) win."""
     path = find(name_or_path)
@@ -150,9 +182,13 @@ def load(name_or_path: str, **hardware_overrides: Any) -> Suite:
         raise SuiteError(f"{where}:{line} is not valid YAML") from None
     raw = _mapping(where, raw, TOP_KEYS)
     model = _mapping(f"{where}: model", raw.get("model"))
-    archs = _resolve(f"{where}: architectures", "architecture",
-                     _named(f"{where}: architectures", raw.get("architectures")),
-                     architectures, model)
+    budget = {k: model.pop(k) for k in BUDGET_KEYS if k in model}
+    arch_entries = _named(f"{where}: architectures", raw.get("architectures"))
+    archs = _resolve(f"{where}: architectures", "architecture", arch_entries, architectures,
+                     model)
+    if budget:
+        archs = _sized(f"{where}: model", budget, arch_entries, model)
+        model = {**model, **budget}
     task_entries = _named(f"{where}: tasks", raw.get("tasks"))
     sweeps = {name: _sweep(f"{where}: tasks.{name}", entry) for name, entry in task_entries.items()}
     task_cfgs = _resolve(f"{where}: tasks", "task", task_entries, tasks, {})

@@ -39,6 +39,14 @@ BAD_CASES = {
         {"top": {"hardware": {"device": "cpu", "dtype": "float16"}}},
         ["hardware.dtype", "float16", "bfloat16, float32"]),
     "bad device": ({"top": {"hardware": {"device": "tpu"}}}, ["hardware.device", "cuda:N"]),
+    "param budget with d_model": (
+        {"top": {"model": {"param_budget": 50_000, "d_model": 32}}},
+        ["model", "d_model and param_budget", "transformer"]),
+    "param budget not a count": (
+        {"top": {"model": {"param_budget": "big"}}}, ["model.param_budget", "integer >= 1"]),
+    "param budget out of reach": (
+        {"archs": ["linformer"], "top": {"model": {"param_budget": 1000, "n_layers": 1}}},
+        ["model.param_budget", "linformer", "within 5%"]),
     "wrong value type": (
         {"tasks": {"prefill_latency": {"seq_len": "long"}}}, ["tasks.prefill_latency", "seq_len"]),
 }
@@ -112,3 +120,19 @@ def test_efficiency_suite_covers_every_shipped_variant() -> None:
     from tests.test_sizing import shipped_variants
 
     assert set(suite.load("efficiency").architectures) == shipped_variants()
+
+
+def test_param_budget_sizes_every_variant_to_the_same_count(tmp_path: Path) -> None:
+    from architectures.sizing import count_params
+
+    path = _bad_suite(tmp_path, archs=("transformer", "mamba", "lstm", "moe"),
+                      top={"model": {"param_budget": 60_000, "n_layers": 1,
+                                     "param_tolerance": 0.05}})
+    s = suite.load(str(path))
+    widths = {name: cfg["d_model"] for name, cfg in s.architectures.items()}
+    assert len(set(widths.values())) > 1  # the budget, not one width, is what they share
+    for name, cfg in s.architectures.items():
+        total, _ = count_params(name, **cfg)
+        assert abs(total - 60_000) <= 0.05 * 60_000, (name, total)
+        assert cfg["n_layers"] == 1
+    assert s.model["param_budget"] == 60_000
