@@ -136,3 +136,27 @@ def test_param_budget_sizes_every_variant_to_the_same_count(tmp_path: Path) -> N
         assert abs(total - 60_000) <= 0.05 * 60_000, (name, total)
         assert cfg["n_layers"] == 1
     assert s.model["param_budget"] == 60_000
+
+
+def test_capability_suites_cover_every_causal_variant_and_accuracy_task() -> None:
+    import architectures
+    import tasks
+
+    causal = {n for n in architectures.names() if architectures.get(n).causal}
+    accuracy = {n for n in tasks.names() if tasks.get(n).kind == "accuracy"}
+    for name in ("capability", "capability-full"):
+        s = suite.load(name)
+        assert set(s.architectures) == causal, name
+        assert set(s.tasks) == accuracy, name
+        assert s.model["param_budget"] > 0
+        # lm_eval reads the model lm_bpb trains, so lm_bpb must come first
+        order = list(s.tasks)
+        assert order.index("lm_bpb") < order.index("lm_eval")
+        assert s.tasks["lm_eval"]["checkpoint"] == "task:lm_bpb"
+    full = suite.load("capability-full")
+    assert len(full.seeds) >= 3
+    for task, cfg in full.tasks.items():
+        if task != "lm_eval":  # every trained task runs the whole protocol
+            assert len(cfg["lr_grid"]) >= 2 and cfg["eval_every"] > 0, task
+    assert full.tasks["permutation"]["group"] == "S5"
+    assert len(suite.load("capability").seeds) == 1
