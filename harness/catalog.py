@@ -19,7 +19,9 @@ def architecture_entry(name: str) -> dict[str, Any]:
 def task_entry(name: str) -> dict[str, Any]:
     t = tasks.get(name)
     return {"name": name, "kind": t.kind, "version": t.version, "headline": t.headline,
-            "config": tasks.resolve_config(name), "doc": t.doc.strip()}
+            "config": tasks.resolve_config(name), "doc": t.doc.strip(),
+            "metrics": [{"name": m.name, "unit": m.unit, "higher_is_better": m.higher_is_better,
+                         "doc": m.doc} for m in t.metrics]}
 
 
 def listing(what: str) -> list[dict[str, Any]]:

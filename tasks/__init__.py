@@ -6,7 +6,7 @@ from typing import Any
 
 from harness.configs import as_dict, build_config
 from harness.registry import Registry
-from tasks.base import Metric, Task
+from tasks.base import Metric, MetricSpec, Task
 
 REGISTRY: Registry[Task] = Registry("task")
 
@@ -47,4 +47,4 @@ def _import_all() -> None:
 
 _import_all()
 
-__all__ = ["Metric", "Task", "REGISTRY", "register", "names", "get", "resolve_config"]
+__all__ = ["Metric", "MetricSpec", "Task", "REGISTRY", "register", "names", "get", "resolve_config"]

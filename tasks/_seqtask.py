@@ -34,11 +34,17 @@ import torch
 import torch.nn.functional as F
 
 from harness.context import CellContext
-from tasks.base import Metric
+from tasks.base import Metric, MetricSpec
 
 AUX_WEIGHT = 0.01  # Switch Transformer's load-balancing coefficient
 CACHE_ENV = "ARCHBENCH_DATA_CACHE"
 PADDING_SIDES = ("right", "left")
+
+ACCURACY = MetricSpec("accuracy", "fraction", True,
+                      "argmax accuracy at the scored positions of held-out test sequences")
+TRAIN_LOSS = MetricSpec("train_loss", "nats", False,
+                        "mean cross-entropy over the last 10% of training steps")
+METRICS = (ACCURACY, TRAIN_LOSS)  # what a synthetic task built on run_task reports
 
 Data = tuple[np.ndarray, np.ndarray]
 Generate = Callable[[Any, int, int], Data]
@@ -386,11 +392,13 @@ def accuracy_metrics(*, cfg: Any, model: torch.nn.Module, test_set: Data, accura
         "kernel_path": model.kernel_path, **more,
     }
     return [
-        Metric(name="accuracy", unit="fraction", value=accuracy, higher_is_better=True,
+        Metric(name=ACCURACY.name, unit=ACCURACY.unit, value=accuracy,
+               higher_is_better=ACCURACY.higher_is_better,
                method=f"argmax at {n_scored} {what} of held-out sequences",
                n_samples=n_scored, extra=extra),
-        Metric(name="train_loss", unit="nats", value=train_loss, higher_is_better=False,
-               method="mean cross-entropy over the last 10% of training steps", extra=extra),
+        Metric(name=TRAIN_LOSS.name, unit=TRAIN_LOSS.unit, value=train_loss,
+               higher_is_better=TRAIN_LOSS.higher_is_better, method=TRAIN_LOSS.doc,
+               extra=extra),
     ]
 
 

@@ -54,6 +54,16 @@ class Metric:
 
 
 @dataclass(frozen=True)
+class MetricSpec:
+    """A metric a task declares it reports: name, unit and direction (None: no direction)."""
+
+    name: str
+    unit: str
+    higher_is_better: bool | None
+    doc: str = ""
+
+
+@dataclass(frozen=True)
 class Task:
     """A registered task: its identity, config schema and measurement."""
 
@@ -66,3 +76,4 @@ class Task:
     doc: str
     needs_causal: bool = True  # bidirectional variants are offered only where False
     env: dict[str, str] = field(default_factory=dict)  # extra environment of the cell process
+    metrics: tuple[MetricSpec, ...] = ()  # what ``run`` reports (accuracy tasks declare it)

@@ -85,5 +85,5 @@ def run(cfg: Config, ctx: CellContext) -> list[Metric]:
 
 TASK = tasks.register(Task(
     name="flip_flop", kind="accuracy", version=VERSION, config_cls=Config, run=run,
-    headline="accuracy", doc=__doc__ or "",
+    headline="accuracy", doc=__doc__ or "", metrics=_seqtask.METRICS,
 ))

@@ -33,13 +33,15 @@ import torch.nn.functional as F
 import tasks
 from harness.context import CellContext
 from tasks import _seqtask
-from tasks.base import Metric, Task
+from tasks.base import Metric, MetricSpec, Task
 
 VERSION = 1
 CORPORA = ("pydoc_topics", "stdlib_sources")
 STDLIB_MODULES = ("argparse", "bisect", "calendar", "colorsys", "difflib", "fnmatch", "heapq",
                   "shlex", "string", "textwrap")
 VOCAB = 256
+BPB = MetricSpec("bpb", "bits/byte", False,
+                 "mean next-byte cross-entropy in bits over held-out test bytes")
 SPLIT = (0.90, 0.95)  # train | validation | test boundaries, as fractions of the corpus
 
 
@@ -154,15 +156,16 @@ def run(cfg: Config, ctx: CellContext) -> list[Metric]:
         extra["checkpoint"] = _seqtask.save_checkpoint(
             model, ctx, "lm_bpb", {"lr": lr, "bpb": bpb, "corpus_sha256": digest})
     return [
-        Metric(name="bpb", unit="bits/byte", value=bpb, higher_is_better=False,
+        Metric(name=BPB.name, unit=BPB.unit, value=bpb, higher_is_better=BPB.higher_is_better,
                method=f"mean next-byte cross-entropy in bits over {n_bytes} held-out bytes "
                       f"({cfg.corpus}, sha256 {digest[:12]})", n_samples=n_bytes, extra=extra),
-        Metric(name="train_loss", unit="nats", value=result.train_loss, higher_is_better=False,
-               method="mean cross-entropy over the last 10% of training steps", extra=extra),
+        Metric(name=_seqtask.TRAIN_LOSS.name, unit=_seqtask.TRAIN_LOSS.unit,
+               value=result.train_loss, higher_is_better=False, method=_seqtask.TRAIN_LOSS.doc,
+               extra=extra),
     ]
 
 
 TASK = tasks.register(Task(
     name="lm_bpb", kind="accuracy", version=VERSION, config_cls=Config, run=run,
-    headline="bpb", doc=__doc__ or "",
+    headline="bpb", doc=__doc__ or "", metrics=(BPB, _seqtask.TRAIN_LOSS),
 ))

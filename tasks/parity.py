@@ -72,5 +72,5 @@ def run(cfg: Config, ctx: CellContext) -> list[Metric]:
 
 TASK = tasks.register(Task(
     name="parity", kind="accuracy", version=VERSION, config_cls=Config, run=run,
-    headline="accuracy", doc=__doc__ or "",
+    headline="accuracy", doc=__doc__ or "", metrics=_seqtask.METRICS,
 ))

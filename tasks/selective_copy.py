@@ -79,5 +79,5 @@ def run(cfg: Config, ctx: CellContext) -> list[Metric]:
 
 TASK = tasks.register(Task(
     name="selective_copy", kind="accuracy", version=VERSION, config_cls=Config, run=run,
-    headline="accuracy", doc=__doc__ or "",
+    headline="accuracy", doc=__doc__ or "", metrics=_seqtask.METRICS,
 ))

@@ -1,0 +1,181 @@
+"""ListOps and bounded Dyck: seeded data, disjoint splits, exact targets, config checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import tasks
+from harness.configs import ConfigError, build_config
+from harness.context import CellContext
+from tasks import _seqtask, dyck, listops
+
+SMALL = {"train_size": 300, "val_size": 50, "test_size": 100}
+MODULES = {"listops": listops, "dyck": dyck}
+
+
+def _cfg(mod, **over):
+    return build_config(mod.Config, {**SMALL, **over}, mod.__name__)
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_registered_as_accuracy_task(name: str) -> None:
+    task = tasks.get(name)
+    assert task.kind == "accuracy" and task.headline == "accuracy"
+    assert task.config_cls is MODULES[name].Config and task.version == MODULES[name].VERSION
+    assert [m.name for m in task.metrics] == ["accuracy", "train_loss"]
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_generation_deterministic_per_seed_and_differs_across_seeds(name: str) -> None:
+    mod = MODULES[name]
+    cfg = _cfg(mod)
+    x1, y1 = mod.generate(cfg, 64, seed=5)
+    x2, y2 = mod.generate(cfg, 64, seed=5)
+    x3, _ = mod.generate(cfg, 64, seed=6)
+    assert np.array_equal(x1, x2) and np.array_equal(y1, y2)
+    assert not np.array_equal(x1, x3)
+    assert x1.shape == y1.shape == (64, cfg.seq_len) and x1.dtype == y1.dtype == np.int64
+    assert x1.min() >= 0 and x1.max() < cfg.vocab_size
+    scored = y1[y1 != -100]
+    assert scored.size and scored.min() >= 0 and scored.max() < cfg.vocab_size
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_splits_are_disjoint(name: str) -> None:
+    mod = MODULES[name]
+    cfg = _cfg(mod)
+    train, val, test = _seqtask.disjoint_splits(mod.generate, cfg, seed=1, with_val=True)
+    assert len(val[0]) > 0 and len(test[0]) > 0
+    rows = [{r.tobytes() for r in split[0]} for split in (train, val, test)]
+    assert not rows[0] & rows[1] and not rows[0] & rows[2] and not rows[1] & rows[2]
+
+
+# ---------------------------------------------------------------------------------------------
+# listops
+
+
+def _parse(tokens: list[int]) -> tuple[int, int, int]:
+    """(value, tokens read, depth) of the expression at the start of ``tokens``, read with an
+    explicit stack independent of the generator."""
+    stack: list[tuple[str, list[int]]] = []
+    names = {10: "min", 11: "max", 12: "med", 13: "sm"}
+    depth = 0
+    for i, tok in enumerate(tokens):
+        if tok in names:
+            stack.append((names[tok], []))
+            depth = max(depth, len(stack))
+        elif tok == 14:
+            op, args = stack.pop()
+            assert len(args) >= 2
+            ordered = sorted(args)
+            value = {"min": ordered[0], "max": ordered[-1], "sm": sum(args) % 10,
+                     "med": ordered[(len(args) - 1) // 2]}[op]
+            if not stack:
+                return value, i + 1, depth
+            stack[-1][1].append(value)
+        else:
+            assert 0 <= tok <= 9 and stack
+            stack[-1][1].append(tok)
+    raise AssertionError("unclosed expression")
+
+
+def test_listops_lower_median_and_operators() -> None:
+    assert listops.apply(listops.MED, [7, 1, 4, 9]) == 4  # sorted 1 4 7 9: the lower middle
+    assert listops.apply(listops.MED, [3, 8, 5]) == 5
+    assert listops.apply(listops.SM, [9, 8, 7]) == 4
+    assert listops.apply(listops.MIN, [3, 2]) == 2 and listops.apply(listops.MAX, [3, 2]) == 3
+    with pytest.raises(ValueError, match="operator"):
+        listops.apply(listops.CLOSE, [1, 2])
+
+
+@pytest.mark.parametrize("over", [{}, {"max_depth": 5, "max_args": 6, "max_len": 24,
+                                       "p_branch": 0.6}, {"max_depth": 1, "max_len": 4}])
+def test_listops_targets_match_an_independent_parser(over: dict) -> None:
+    cfg = _cfg(listops, **over)
+    seq, tgt = listops.generate(cfg, 300, seed=0)
+    for row, t in zip(seq, tgt, strict=True):
+        value, n, depth = _parse(list(row))
+        assert n <= cfg.max_len and depth <= cfg.max_depth
+        assert row[n] == listops.QUERY and (row[n + 1 :] == listops.PAD).all()
+        assert t[n] == value and (np.delete(t, n) == -100).all()
+        assert row[0] in listops.OPERATORS and not (row[:n] == listops.PAD).any()
+
+
+def test_listops_lengths_vary_and_labels_are_not_degenerate() -> None:
+    cfg = _cfg(listops)
+    seq, tgt = listops.generate(cfg, 2000, seed=0)
+    lengths = (seq != listops.PAD).sum(1)
+    assert lengths.min() < 10 < lengths.max()
+    hist = np.bincount(tgt[tgt != -100], minlength=10) / len(seq)
+    assert hist.min() > 0.03 and hist.max() < 0.3  # every digit occurs, none dominates
+    depth = np.cumsum(np.isin(seq, listops.OPERATORS).astype(int) - (seq == listops.CLOSE), 1)
+    assert set(depth.max(1)) == set(range(1, cfg.max_depth + 1))  # every nesting occurs
+
+
+def test_listops_generates_twenty_thousand_rows_quickly() -> None:
+    import time
+
+    start = time.perf_counter()
+    listops.generate(_cfg(listops), 20_000, seed=0)
+    assert time.perf_counter() - start < 10
+
+
+# ---------------------------------------------------------------------------------------------
+# dyck
+
+
+@pytest.mark.parametrize("over", [{}, {"n_types": 2, "max_depth": 2, "length": 33},
+                                  {"n_types": 1, "max_depth": 4, "p_open": 0.8}])
+def test_dyck_targets_match_an_explicit_stack(over: dict) -> None:
+    cfg = _cfg(dyck, **over)
+    k = cfg.n_types
+    seq, tgt = dyck.generate(cfg, 200, seed=0)
+    assert cfg.empty == 2 * k and not (seq == cfg.empty).any()
+    deepest = 0
+    for row, t in zip(seq, tgt, strict=True):
+        stack: list[int] = []
+        for tok, target in zip(row, t, strict=True):
+            if tok < k:
+                stack.append(int(tok))
+            else:
+                assert stack and tok == k + stack[-1]  # the prefix stays well nested
+                stack.pop()
+            assert len(stack) <= cfg.max_depth
+            deepest = max(deepest, len(stack))
+            assert target == (k + stack[-1] if stack else cfg.empty)
+    assert deepest == cfg.max_depth  # the bound is reached, not just respected
+
+
+def test_dyck_classes_all_occur() -> None:
+    cfg = _cfg(dyck)
+    _, tgt = dyck.generate(cfg, 500, seed=0)
+    assert set(np.unique(tgt)) == set(range(cfg.n_types, 2 * cfg.n_types + 1))
+
+
+# ---------------------------------------------------------------------------------------------
+# configs and a tiny end-to-end run
+
+
+@pytest.mark.parametrize("name,bad", [
+    ("listops", {"max_depth": 0}), ("listops", {"max_args": 1}), ("listops", {"max_len": 3}),
+    ("listops", {"p_branch": 1.5}), ("listops", {"p_branch": -0.1}), ("listops", {"steps": 0}),
+    ("listops", {"max_len": 32.0}), ("listops", {"colour": 1}),
+    ("dyck", {"n_types": 0}), ("dyck", {"max_depth": 0}), ("dyck", {"length": 1}),
+    ("dyck", {"p_open": 0.0}), ("dyck", {"p_open": 1.0}), ("dyck", {"lr": 0.0}),
+    ("dyck", {"warmup_frac": 1.0}),
+])
+def test_config_rejects_bad_values(name: str, bad: dict) -> None:
+    with pytest.raises(ConfigError):
+        tasks.resolve_config(name, **bad)
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_tiny_run_reports_accuracy(name: str, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv(_seqtask.CACHE_ENV, str(tmp_path))
+    cfg = _cfg(MODULES[name], steps=3, batch_size=8)
+    ctx = CellContext(arch="lstm", arch_config={"d_model": 16, "n_layers": 1}, seed=0,
+                      device="cpu", dtype="float32", threads=1)
+    metrics = tasks.get(name).run(cfg, ctx)
+    acc = metrics[0]
+    assert acc.name == "accuracy" and acc.status == "ok" and 0 <= acc.value <= 1
