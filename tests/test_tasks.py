@@ -131,3 +131,32 @@ def test_naive_left_padding_would_leak_into_the_scores(name: str) -> None:
         naive = model(torch.from_numpy(batch))[short, batch.shape[1] - len(rows[short]) :]
         alone = model(torch.from_numpy(rows[short])[None])[0]
     assert (naive - alone).abs().max() > 1e-3
+
+
+TINY_TRAINING = {"train_size": 200, "val_size": 20, "test_size": 40, "steps": 2,
+                 "batch_size": 4}
+ACCURACY_TASKS = [n for n in tasks.names() if tasks.get(n).kind == "accuracy"]
+
+
+@pytest.mark.parametrize("name", ACCURACY_TASKS)
+def test_accuracy_task_reports_exactly_the_metrics_it_declares(
+        name: str, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    task = tasks.get(name)
+    if name == "lm_eval":  # its metrics are lm-eval's own, named <task>/<metric>
+        assert not task.metrics
+        return
+    declared = {m.name: m for m in task.metrics}
+    assert task.headline in declared and all(m.unit and m.doc for m in task.metrics)
+    monkeypatch.setenv(_seqtask.CACHE_ENV, str(tmp_path))
+    over = {k: v for k, v in TINY_TRAINING.items() if k in tasks.config_keys(name)}
+    if name == "lm_bpb":
+        over.update(seq_len=16, eval_bytes=256, save_checkpoint=False)
+    cfg = build_config(task.config_cls, over, name)
+    ctx = CellContext(arch="lstm", arch_config={"d_model": 16, "n_layers": 1}, seed=0,
+                      device="cpu", dtype="float32", threads=1)
+    got = task.run(cfg, ctx)
+    assert {m.name for m in got} == set(declared)
+    for m in got:
+        assert m.status == "ok" and m.unit == declared[m.name].unit
+        assert m.higher_is_better is declared[m.name].higher_is_better
+        assert m.extra["num_params"] > 0 and m.extra["token_budget"] > 0 and "lr" in m.extra

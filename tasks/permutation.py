@@ -1,0 +1,108 @@
+"""Permutation composition (word problems on S3 and S5): track a group element through a sequence.
+
+Each token is an element of the symmetric group ``group`` (S3: 6 elements, S5: 120), drawn
+uniformly; at every position the model must predict the product of all elements so far, the
+state of a finite automaton whose transitions are the group (Liu et al. 2023, "Transformers
+Learn Shortcuts to Automata"; Merrill, Petty & Sabharwal 2024, "The Illusion of State in
+State-Space Models"). S5 is not solvable, so its word problem is NC1-complete: unless
+TC0 = NC1, neither fixed-depth transformers nor the common linear SSMs (S4, Mamba) solve it at
+every length, while a nonlinear recurrent model can, one step per token. S3 is solvable (Z3
+semidirect Z2), so constant-depth shortcuts exist (Krohn-Rhodes, Liu et al.).
+
+Tokens: element ``i`` is ``ELEMENTS[group][i]``, the ``i``-th tuple of
+``itertools.permutations(range(k))`` (lexicographic order, so index 0 is the identity); a tuple
+``p`` maps ``j`` to ``p[j]``. Composition convention: the sequence ``a1 a2 ... at`` acts left to
+right, ``a1`` first, so the state after position ``t`` is ``s_t = a_t o s_{t-1}`` with
+``(a o b)[j] = a[b[j]]`` and ``s_1 = a1``. The target at position ``t`` is the index of ``s_t``.
+The first position is a copy of the input; every prefix product is uniform over the group, so
+chance is ``1 / |G|`` (1/6 for S3, 1/120 for S5). Scored by argmax accuracy over all positions of
+held-out sequences.
+
+Budgets: on S5 at T = 16 every model first learns position 1 and stalls; an LSTM broke out only
+after ~10,500 steps (METHOD.md). The default is therefore S3, learnable in a small budget; S5 is
+the knob for a full suite, with ``steps`` raised to match.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+
+import tasks
+from harness.context import CellContext
+from tasks import _seqtask
+from tasks.base import Metric, Task
+
+GROUPS = {"S3": 3, "S5": 5}  # group name -> k of S_k
+ELEMENTS = {g: tuple(itertools.permutations(range(k))) for g, k in GROUPS.items()}
+
+VERSION = 1
+
+
+def _mul_table(group: str) -> np.ndarray:
+    """(|G|, |G|) table: ``table[a, b]`` is the index of ``a o b``, i.e. ``b`` then ``a``."""
+    elems = ELEMENTS[group]
+    index = {p: i for i, p in enumerate(elems)}
+    return np.array([[index[tuple(a[j] for j in b)] for b in elems] for a in elems],
+                    dtype=np.int64)
+
+
+MUL = {g: _mul_table(g) for g in GROUPS}
+
+
+@dataclass(frozen=True)
+class Config(_seqtask.TrainConfig):
+    group: str = "S3"  # "S3" (solvable, 6 elements) or "S5" (not solvable, 120 elements)
+    length: int = 16  # T: group elements per sequence, every position scored
+    train_size: int = 20_000
+    test_size: int = 1_000
+    # d 64, 2 layers, 2-core CPU, S3 at T = 16: lstm 1.0 in ~20 s; transformer 0.32 in the
+    # same budget; mamba 0.34 after 100 steps (0.12 s a step); S5 needs ~12,000+ (METHOD.md)
+    steps: int = 1000
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 0.1
+    warmup_frac: float = 0.1
+
+    def validate(self) -> None:
+        if self.group not in GROUPS:
+            raise ValueError(f"group must be one of {', '.join(GROUPS)}, got {self.group!r}")
+        if self.length < 1:
+            raise ValueError("length must be >= 1")
+        _seqtask.check_budget(self)
+
+    @property
+    def seq_len(self) -> int:
+        return self.length
+
+    @property
+    def vocab_size(self) -> int:
+        return len(ELEMENTS[self.group])
+
+
+def generate(cfg: Config, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` sequences (n, T) of element indices and targets (n, T): the prefix products."""
+    rng = np.random.default_rng(seed)
+    seq = rng.integers(0, cfg.vocab_size, (n, cfg.length)).astype(np.int64)
+    table = MUL[cfg.group]
+    targets = np.empty_like(seq)
+    targets[:, 0] = seq[:, 0]
+    for t in range(1, cfg.length):  # sequential in T, vectorised over the n sequences
+        targets[:, t] = table[seq[:, t], targets[:, t - 1]]  # s_t = a_t o s_{t-1}
+    return seq, targets
+
+
+def run(cfg: Config, ctx: CellContext) -> list[Metric]:
+    return _seqtask.run_task(
+        cfg, ctx, generate, version=VERSION,
+        name="permutation", vocab_size=cfg.vocab_size, seq_len=cfg.seq_len,
+        what=f"prefix-product positions ({cfg.group}, chance 1/{cfg.vocab_size})",
+        hint="raise length so the task has enough distinct sequences")
+
+
+TASK = tasks.register(Task(
+    name="permutation", kind="accuracy", version=VERSION, config_cls=Config, run=run,
+    headline="accuracy", doc=__doc__ or "", metrics=_seqtask.METRICS,
+))
