@@ -90,10 +90,23 @@ def seed_view(row: dict[str, Any], mean: dict[str, Any]) -> dict[str, Any]:
             "title": title, "sort": repr(mean["value"])}
 
 
+def task_kind(task: str) -> str | None:
+    try:
+        import tasks
+
+        return tasks.get(task).kind
+    except KeyError:
+        return None
+
+
 def leaderboards(rows: list[dict[str, Any]], hardware: dict[str, dict[str, Any]],
-                 derived: list[dict[str, Any]] | None = None) -> list[dict]:
+                 derived: list[dict[str, Any]] | None = None,
+                 kind: str | None = None) -> list[dict]:
     """One board per hardware fingerprint: architectures x tasks, the headline metric each;
-    where several seeds of the newest setting exist, their mean with a 95% CI."""
+    where several seeds of the newest setting exist, their mean with a 95% CI. ``kind``
+    keeps only that kind of task ("accuracy": the capability heat map)."""
+    if kind is not None:
+        rows = [r for r in rows if task_kind(r["task"]) == kind]
     newest = latest(rows)
     means = {(d["hardware_fingerprint"], d["arch"], d["task"], d["metric"], d["series"]): d
              for d in derived or [] if d["kind"] == "seed_mean"}
@@ -215,6 +228,8 @@ def build(engine: Engine, out: Path) -> Path:
     index.write_text(env.get_template("index.html").render(
         boards=leaderboards(rows, hardware, derived), n_results=len(rows), root=".",
         archs=sorted(pages)))
+    (out / "capability.html").write_text(env.get_template("capability.html").render(
+        boards=leaderboards(rows, hardware, derived, kind="accuracy"), root="."))
     (out / "scaling.html").write_text(env.get_template("scaling.html").render(
         boards=scaling_boards(rows, derived, hardware), achieved=achieved_rows(derived),
         root="."))

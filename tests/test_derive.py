@@ -95,3 +95,10 @@ def test_accuracy_cells_are_shaded_as_a_heat_map(db_url: str, tmp_path: Path) ->
     html = render.build(engine, tmp_path / "site").read_text()
     assert 'style="background: hsl(60, 60%, 85%)"' in html  # 0.5: halfway, yellow
     assert 'style="background: hsl(120, 60%, 85%)"' in html  # 1.0: green
+    # the capability page: accuracy tasks only, the same shading
+    db.store(engine, [{**_row("transformer", 64, 2.0), "cell_id": "lat"}])
+    render.build(engine, tmp_path / "site")
+    cap = (tmp_path / "site" / "capability.html").read_text()
+    assert "mqar" in cap and 'style="background: hsl(60, 60%, 85%)"' in cap
+    assert "prefill_latency" not in cap
+    assert "prefill_latency" in (tmp_path / "site" / "index.html").read_text()

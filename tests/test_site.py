@@ -85,7 +85,7 @@ def test_site_opens_in_headless_chromium_without_console_errors(populated,
         page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: problems.append(str(e)))
         page.on("requestfailed", lambda r: problems.append(f"failed to load {r.url}"))
-        pages = [index, index.parent / "scaling.html",
+        pages = [index, index.parent / "scaling.html", index.parent / "capability.html",
                  *sorted((index.parent / "arch").glob("*.html"))]
         for path in pages:
             page.goto(path.resolve().as_uri())
