@@ -37,6 +37,41 @@ class CellContext:
         model = architectures.build(self.arch, **{**self.arch_config, **overrides})
         return model.to(device=self.torch_device, dtype=self.torch_dtype).eval()
 
+    def checkpoint_path(self, spec: str) -> str | None:
+        """The file a task config's ``checkpoint`` names: a path, or ``task:NAME`` for the
+        model task NAME trained for this cell's architecture, config and seed (found in the
+        checkpoint directory); None for an empty spec (a freshly seeded model)."""
+        if not spec:
+            return None
+        if not spec.startswith("task:"):
+            return spec
+        from harness import checkpoints
+
+        producer = spec.removeprefix("task:")
+        if not self.checkpoint_dir:
+            raise ValueError(f"checkpoint {spec!r} needs a checkpoint directory")
+        path = checkpoints.path_for(self.checkpoint_dir, producer, self.arch, self.arch_config,
+                                    self.seed)
+        if not path.is_file():
+            raise ValueError(f"no {producer} checkpoint for {self.arch} seed {self.seed} at "
+                             f"{path}; run the {producer} task first (same suite, listed "
+                             "earlier)")
+        return str(path)
+
+    def model(self, checkpoint: str = "", **overrides: Any) -> torch.nn.Module:
+        """The trained model ``checkpoint`` names (see :meth:`checkpoint_path`), on the cell's
+        device and dtype, in eval mode; a freshly seeded one when ``checkpoint`` is empty."""
+        path = self.checkpoint_path(checkpoint)
+        if path is None:
+            return self.build_model(**overrides)
+        from harness import checkpoints
+
+        model = checkpoints.load(path, device=self.torch_device, dtype=self.torch_dtype)
+        if model.variant != self.arch:
+            raise ValueError(f"checkpoint {path} holds a {model.variant} model, but the cell's "
+                             f"architecture is {self.arch}")
+        return model
+
     def generator(self, offset: int = 0) -> torch.Generator:
         """A local RNG (never the global one) for task data; ``offset`` separates streams."""
         g = torch.Generator(device="cpu")

@@ -28,6 +28,7 @@ class Config:
     warmup: int = 3
     min_sample_s: float = 0.005
     max_total_s: float = 20.0
+    checkpoint: str = ""  # a checkpoint file or "task:NAME" (task:lm_bpb); "": a fresh model
 
     def validate(self) -> None:
         if self.context_len < 0 or self.batch_size < 1 or self.n_samples < 1:
@@ -44,7 +45,7 @@ def prefill_state(model: Any, tokens: torch.Tensor) -> tuple[Any, torch.Tensor]:
 
 
 def run(cfg: Config, ctx: CellContext) -> list[Metric]:
-    model = ctx.build_model()
+    model = ctx.model(cfg.checkpoint)
     vocab = model.config["vocab_size"]
     context = ctx.random_tokens(cfg.batch_size, cfg.context_len, vocab)
     box: dict[str, Any] = {"steps": 0}
@@ -62,6 +63,7 @@ def run(cfg: Config, ctx: CellContext) -> list[Metric]:
             n_samples=cfg.n_samples, max_total_s=cfg.max_total_s,
         )
     extra = {
+        "checkpoint": ctx.checkpoint_path(cfg.checkpoint),
         "batch_size": cfg.batch_size, "context_len": cfg.context_len,
         "context_len_end": cfg.context_len + box["steps"], "kernel_path": "step",
     }

@@ -22,6 +22,7 @@ class Config:
     batch_size: int = 1
     seq_len: int = 256
     min_window_s: float = 1.0  # meters update every 20-100 ms: short windows are noise
+    checkpoint: str = ""  # a checkpoint file or "task:NAME" (task:lm_bpb); "": a fresh model
 
     def validate(self) -> None:
         if self.batch_size < 1 or self.seq_len < 1 or self.min_window_s <= 0:
@@ -29,14 +30,15 @@ class Config:
 
 
 def run(cfg: Config, ctx: CellContext) -> list[Metric]:
-    extra = {"batch_size": cfg.batch_size, "seq_len": cfg.seq_len}
+    extra = {"batch_size": cfg.batch_size, "seq_len": cfg.seq_len,
+             "checkpoint": ctx.checkpoint_path(cfg.checkpoint)}
     try:
         meter = select_meter(ctx.device)
     except EnergyUnavailable as err:
         return [Metric(name="energy_per_token_j", unit="J/token", value=None,
                        higher_is_better=False, status="unavailable", error=str(err),
                        extra=extra)]
-    model = ctx.build_model()
+    model = ctx.model(cfg.checkpoint)
     tokens = ctx.random_tokens(cfg.batch_size, cfg.seq_len, model.config["vocab_size"])
     with torch.inference_mode():
         model(tokens)

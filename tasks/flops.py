@@ -83,6 +83,7 @@ EXTRA_FORMULAS = {
 class Config:
     batch_size: int = 1
     seq_len: int = 512
+    checkpoint: str = ""  # a checkpoint file or "task:NAME" (task:lm_bpb); "": a fresh model
 
     def validate(self) -> None:
         if self.batch_size < 1 or self.seq_len < 1:
@@ -117,7 +118,7 @@ def train_flops(model: torch.nn.Module, tokens: torch.Tensor,
 
 
 def run(cfg: Config, ctx: CellContext) -> list[Metric]:
-    model = ctx.build_model()
+    model = ctx.model(cfg.checkpoint)
     vocab = model.config["vocab_size"]
     tokens = ctx.random_tokens(cfg.batch_size, cfg.seq_len, vocab)
     targets = ctx.random_tokens(cfg.batch_size, cfg.seq_len, vocab, offset=1)
@@ -125,7 +126,7 @@ def run(cfg: Config, ctx: CellContext) -> list[Metric]:
     fwd, fwd_ops = forward_flops(model, tokens)
     train, train_ops = train_flops(model.train(), tokens, targets)
     extra = {"batch_size": cfg.batch_size, "seq_len": cfg.seq_len,
-             "kernel_path": model.kernel_path}
+             "kernel_path": model.kernel_path, "checkpoint": ctx.checkpoint_path(cfg.checkpoint)}
     return [
         Metric(name="forward_flops_per_token", unit="FLOP/token", value=fwd / n_tokens,
                higher_is_better=False, method=METHOD.format(what="forward"),

@@ -71,35 +71,20 @@ def task_manager(names: tuple[str, ...]) -> Any:
     return manager
 
 
-def checkpoint_path(cfg: Config, ctx: CellContext) -> str:
-    """The checkpoint file ``cfg.checkpoint`` names; ``task:NAME`` is looked up in the
-    checkpoint directory under this cell's architecture, architecture config and seed."""
-    if not cfg.checkpoint.startswith("task:"):
-        return cfg.checkpoint
-    from harness import checkpoints
-
-    producer = cfg.checkpoint.removeprefix("task:")
-    if not ctx.checkpoint_dir:
-        raise ValueError(f"lm_eval: checkpoint {cfg.checkpoint!r} needs a checkpoint directory")
-    path = checkpoints.path_for(ctx.checkpoint_dir, producer, ctx.arch, ctx.arch_config,
-                                ctx.seed)
-    if not path.is_file():
-        raise ValueError(f"lm_eval: no {producer} checkpoint for {ctx.arch} seed {ctx.seed} at "
-                         f"{path}; run the {producer} task first (same suite, listed earlier)")
-    return str(path)
+def checkpoint_path(cfg: Config, ctx: CellContext) -> str | None:
+    """The checkpoint file ``cfg.checkpoint`` names (``task:NAME`` resolved), or None."""
+    try:
+        return ctx.checkpoint_path(cfg.checkpoint)
+    except ValueError as err:
+        raise ValueError(f"lm_eval: {err}") from None
 
 
 def _model(cfg: Config, ctx: CellContext) -> Any:
-    if not cfg.checkpoint:
-        return ctx.build_model()
-    from harness import checkpoints
-
-    path = checkpoint_path(cfg, ctx)
-    model = checkpoints.load(path, device=ctx.torch_device, dtype=ctx.torch_dtype)
-    if model.variant != ctx.arch:
-        raise ValueError(f"lm_eval: checkpoint {path} holds a {model.variant} model, "
-                         f"but the cell's architecture is {ctx.arch}")
-    return model
+    checkpoint_path(cfg, ctx)  # a missing task checkpoint names the lm_eval task
+    try:
+        return ctx.model(cfg.checkpoint)
+    except ValueError as err:
+        raise ValueError(f"lm_eval: {err}") from None
 
 
 def _number(value: Any) -> float | None:
@@ -153,7 +138,7 @@ def run(cfg: Config, ctx: CellContext) -> list[Metric]:
     prefix = (f"lm-evaluation-harness {lm_eval.__version__} simple_evaluate, byte-level "
               f"archbench adapter, max_length {cfg.max_length}")
     extra = {"num_params": model.num_params(), "kernel_path": model.kernel_path,
-             "checkpoint": checkpoint_path(cfg, ctx) if cfg.checkpoint else None}
+             "checkpoint": checkpoint_path(cfg, ctx)}
     return [Metric(**{**m.to_dict(), "extra": extra}) for m in to_metrics(results, prefix)]
 
 

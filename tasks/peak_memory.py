@@ -27,6 +27,7 @@ MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "6553
 class Config:
     batch_size: int = 1
     seq_len: int = 512
+    checkpoint: str = ""  # a checkpoint file or "task:NAME" (task:lm_bpb); "": a fresh model
 
     def validate(self) -> None:
         if self.batch_size < 1 or self.seq_len < 1:
@@ -34,10 +35,10 @@ class Config:
 
 
 def run(cfg: Config, ctx: CellContext) -> list[Metric]:
-    model = ctx.build_model()
+    model = ctx.model(cfg.checkpoint)
     tokens = ctx.random_tokens(cfg.batch_size, cfg.seq_len, model.config["vocab_size"])
     extra = {"batch_size": cfg.batch_size, "seq_len": cfg.seq_len,
-             "kernel_path": model.kernel_path}
+             "kernel_path": model.kernel_path, "checkpoint": ctx.checkpoint_path(cfg.checkpoint)}
     analytic = [
         Metric(name="param_bytes", unit="bytes", higher_is_better=False,
                value=float(sum(p.numel() * p.element_size() for p in model.parameters())),

@@ -25,6 +25,7 @@ class Config:
     warmup: int = 3
     min_sample_s: float = 0.01  # one sample lasts at least this long
     max_total_s: float = 20.0  # stop sampling after this much timing
+    checkpoint: str = ""  # a checkpoint file or "task:NAME" (task:lm_bpb); "": a fresh model
 
     def validate(self) -> None:
         if self.batch_size < 1 or self.seq_len < 1 or self.n_samples < 1:
@@ -32,14 +33,15 @@ class Config:
 
 
 def run(cfg: Config, ctx: CellContext) -> list[Metric]:
-    model = ctx.build_model()
+    model = ctx.model(cfg.checkpoint)
     tokens = ctx.random_tokens(cfg.batch_size, cfg.seq_len, model.config["vocab_size"])
     with torch.inference_mode():
         timing = time_fn(
             lambda: model(tokens), sync=ctx.sync, warmup=cfg.warmup,
             min_sample_s=cfg.min_sample_s, n_samples=cfg.n_samples, max_total_s=cfg.max_total_s,
         )
-    extra = {"batch_size": cfg.batch_size, "seq_len": cfg.seq_len,
+    extra = {"checkpoint": ctx.checkpoint_path(cfg.checkpoint), "batch_size": cfg.batch_size,
+             "seq_len": cfg.seq_len,
              "kernel_path": model.kernel_path}
     return latency_metrics(timing, cfg.batch_size * cfg.seq_len, extra)
 

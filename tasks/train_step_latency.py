@@ -28,6 +28,7 @@ class Config:
     warmup: int = 2
     min_sample_s: float = 0.02
     max_total_s: float = 30.0
+    checkpoint: str = ""  # a checkpoint file or "task:NAME" (task:lm_bpb); "": a fresh model
 
     def validate(self) -> None:
         if self.batch_size < 1 or self.seq_len < 2 or self.n_samples < 1:
@@ -35,7 +36,7 @@ class Config:
 
 
 def run(cfg: Config, ctx: CellContext) -> list[Metric]:
-    model = ctx.build_model().train()
+    model = ctx.model(cfg.checkpoint).train()
     vocab = model.config["vocab_size"]
     tokens = ctx.random_tokens(cfg.batch_size, cfg.seq_len + 1, vocab)
     inputs, targets = tokens[:, :-1], tokens[:, 1:]
@@ -52,7 +53,8 @@ def run(cfg: Config, ctx: CellContext) -> list[Metric]:
                      min_sample_s=cfg.min_sample_s, n_samples=cfg.n_samples,
                      max_total_s=cfg.max_total_s)
     extra = {"batch_size": cfg.batch_size, "seq_len": cfg.seq_len,
-             "kernel_path": model.kernel_path, "optimizer": "AdamW"}
+             "kernel_path": model.kernel_path, "optimizer": "AdamW",
+             "checkpoint": ctx.checkpoint_path(cfg.checkpoint)}
     return latency_metrics(timing, cfg.batch_size * cfg.seq_len, extra)
 
 

@@ -1,5 +1,5 @@
 """Byte-level LM task: corpus identity, contiguous splits, the bits-per-byte figure, and one
-trained checkpoint shared with the lm_eval task through the runner."""
+trained checkpoint shared with the lm_eval and efficiency tasks through the runner."""
 
 from __future__ import annotations
 
@@ -82,6 +82,8 @@ def test_lm_bpb_checkpoint_is_shared_with_lm_eval_through_the_runner(tmp_path: P
         "lm_bpb": {"steps": 4, "batch_size": 4, "seq_len": 32, "eval_bytes": 640},
         "lm_eval": {"tasks": ["archbench_capitals"], "checkpoint": "task:lm_bpb", "limit": 2,
                     "max_length": 64},
+        "prefill_latency": {"checkpoint": "task:lm_bpb", "seq_len": 16, "n_samples": 3,
+                            "warmup": 1, "min_sample_s": 0.001, "max_total_s": 1.0},
     })
     ckpt_dir = tmp_path / "ckpt"
     assert main(["--db", db_url, "run", "--suite", str(suite), "--no-progress",
@@ -100,5 +102,6 @@ def test_lm_bpb_checkpoint_is_shared_with_lm_eval_through_the_runner(tmp_path: P
     path = Path(extra["checkpoint"])
     assert path.is_file() and path.is_relative_to(ckpt_dir)
     assert checkpoints.read_metadata(path)["cell_id"] == bpb["cell_id"]
-    evals = [r for r in rows if r["task"] == "lm_eval"]
-    assert evals and {r["extra"]["checkpoint"] for r in evals} == {str(path)}
+    for task in ("lm_eval", "prefill_latency"):  # one trained model, no retraining
+        users = [r for r in rows if r["task"] == task]
+        assert users and {r["extra"]["checkpoint"] for r in users} == {str(path)}, task
