@@ -37,11 +37,14 @@ class Sized:
     rel_error: float  # (total_params - budget) / budget
 
 
-def count_params(name: str, **config: Any) -> tuple[int, int]:
+def count_params(name: str, *, non_embedding: bool = False, **config: Any) -> tuple[int, int]:
     """(total, active) parameters of `name` built with `config`, without allocating weights.
 
-    Builds on the `meta` device (CPU if a mixer cannot be built there) inside a forked RNG, so
-    the caller's global random state is untouched. ConfigError propagates.
+    `non_embedding` leaves out the token embedding and the output head (Kaplan et al.'s
+    count), which scale with the vocabulary rather than with the architecture: a budget in
+    these holds whatever vocabulary a task uses. Builds on the `meta` device (CPU if a mixer
+    cannot be built there) inside a forked RNG, so the caller's global random state is
+    untouched. ConfigError propagates.
     """
     with torch.random.fork_rng(devices=[]):
         try:
@@ -52,22 +55,28 @@ def count_params(name: str, **config: Any) -> tuple[int, int]:
         except (RuntimeError, NotImplementedError, TypeError):  # an op without a meta kernel
             model = build(name, **config)
     total = model.num_params()
+    active = total
     if "active" in inspect.signature(model.num_params).parameters:
-        return total, model.num_params(active=True)
-    return total, total
+        active = model.num_params(active=True)
+    if non_embedding:
+        vocab = model.embed.weight.numel()
+        if model.head.weight is not model.embed.weight:  # an untied head counts once more
+            vocab += model.head.weight.numel()
+        total, active = total - vocab, active - vocab
+    return total, active
 
 
 CountFn = Callable[[int], "tuple[int, int] | None"]  # d_model -> (total, active) or None
 
 
-def _counter(name: str, config: dict[str, Any]) -> CountFn:
+def _counter(name: str, config: dict[str, Any], non_embedding: bool = False) -> CountFn:
     """d_model -> (total, active), or None where the variant refuses that width; memoised."""
     seen: dict[int, tuple[int, int] | None] = {}
 
     def count(d: int) -> tuple[int, int] | None:
         if d not in seen:
             try:
-                seen[d] = count_params(name, **config, d_model=d)
+                seen[d] = count_params(name, **config, d_model=d, non_embedding=non_embedding)
             except ConfigError:
                 seen[d] = None
         return seen[d]
@@ -128,9 +137,11 @@ def _head_options(name: str, config: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def size_for_budget(
-    name: str, param_budget: int, *, tolerance: float = 0.05, **config: Any
+    name: str, param_budget: int, *, tolerance: float = 0.05, non_embedding: bool = False,
+    **config: Any
 ) -> Sized:
-    """Size variant `name` to `param_budget` total parameters by choosing `d_model`.
+    """Size variant `name` to `param_budget` total parameters by choosing `d_model`
+    (non-embedding parameters with `non_embedding`, see :func:`count_params`).
 
     `config` fixes every other key (vocab_size, n_layers, ...). Raises ValueError naming the
     variant, the budget and the closest achievable count when no width is within `tolerance`.
@@ -141,7 +152,7 @@ def size_for_budget(
         raise ValueError(f"{name}: need param_budget >= 1 and tolerance >= 0")
     closest: tuple[float, dict[str, Any], int, tuple[int, int]] | None = None
     for option in _head_options(name, config):
-        count = _counter(name, option)
+        count = _counter(name, option, non_embedding)
         width = _closest_width(count, param_budget)
         if width is None:
             continue
@@ -164,7 +175,8 @@ def size_for_budget(
 
 
 def size_all(
-    names: Sequence[str], budget: int, *, tolerance: float = 0.05, **config: Any
+    names: Sequence[str], budget: int, *, tolerance: float = 0.05, non_embedding: bool = False,
+    **config: Any
 ) -> list[Sized]:
     """`size_for_budget` for each name; keys of `config` a variant does not accept are dropped,
     so shared keys (n_heads, d_state, ...) apply where they mean something."""
@@ -172,5 +184,6 @@ def size_all(
     for name in names:
         keys = set(config_keys(name))
         own = {k: v for k, v in config.items() if k in keys}
-        out.append(size_for_budget(name, budget, tolerance=tolerance, **own))
+        out.append(size_for_budget(name, budget, tolerance=tolerance,
+                                   non_embedding=non_embedding, **own))
     return out

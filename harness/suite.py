@@ -142,13 +142,16 @@ def _resolve(where: str, kind: str, entries: dict[str, dict[str, Any]], module: 
 def _sized(where: str, budget: dict[str, Any], entries: dict[str, dict[str, Any]],
            model: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Each architecture's config with the ``d_model`` that brings it to ``param_budget``
-    parameters (within ``param_tolerance``), everything else as the suite gave it."""
+    non-embedding parameters (within ``param_tolerance``), everything else as the suite gave
+    it. Embedding and output head are left out because each task brings its own vocabulary;
+    every row stores the model's full parameter count as well."""
     from architectures.sizing import size_for_budget
 
     target = budget.get("param_budget")
     tolerance = budget.get("param_tolerance", 0.05)
     if not isinstance(target, int) or isinstance(target, bool) or target < 1:
-        raise SuiteError(f"{where}.param_budget: must be an integer >= 1 (total parameters), "
+        raise SuiteError(f"{where}.param_budget: must be an integer >= 1 (non-embedding "
+                         f"parameters), "
                          f"got {target!r}")
     if not isinstance(tolerance, (int, float)) or isinstance(tolerance, bool) or not \
             0 < tolerance < 1:
@@ -163,6 +166,7 @@ def _sized(where: str, budget: dict[str, Any], entries: dict[str, dict[str, Any]
         keys = set(architectures.config_keys(name))
         try:
             sized = size_for_budget(name, target, tolerance=float(tolerance),
+                                    non_embedding=True,
                                     **{k: v for k, v in config.items() if k in keys})
         except (ValueError, ConfigError) as err:
             raise SuiteError(f"{where}.param_budget: {err}") from None

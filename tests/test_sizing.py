@@ -82,3 +82,17 @@ def test_zoo_runs_every_variant_through_every_efficiency_task() -> None:
     assert efficiency <= set(zoo.tasks), f"add {sorted(efficiency - set(zoo.tasks))} to the zoo"
     assert all(cfg["d_model"] == 64 and cfg["n_layers"] == 2
                for cfg in zoo.architectures.values())
+
+
+def test_non_embedding_count_leaves_out_embedding_and_head() -> None:
+    import architectures
+    from architectures.sizing import count_params
+
+    model = architectures.build("transformer", d_model=32, n_layers=1, vocab_size=50)
+    total, _ = count_params("transformer", d_model=32, n_layers=1, vocab_size=50)
+    core, _ = count_params("transformer", d_model=32, n_layers=1, vocab_size=50,
+                           non_embedding=True)
+    assert total == model.num_params()
+    assert total - core == model.embed.weight.numel() + model.head.weight.numel() == 2 * 50 * 32
+    moe_total, moe_active = count_params("moe", d_model=32, n_layers=1, non_embedding=True)
+    assert moe_active < moe_total
