@@ -147,30 +147,40 @@ def data_key(name: str, version: int, cfg: Any, seed: int) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-def cached_splits(generate: Generate, cfg: Any, seed: int, *, name: str, version: int,
-                  hint: str = "") -> tuple[tuple[Data, Data, Data], str]:
-    """(train, val, test) and their content hash, read from the cache or generated and stored.
+def cached(name: str, version: int, cfg: Any, seed: int,
+           make: Callable[[], tuple[Data, ...]]) -> tuple[tuple[Data, ...], str]:
+    """The splits ``make()`` returns, read from the cache under their content hash if there,
+    else made and stored; and the hash.
 
-    The cache is an optimisation only: a missing or unreadable entry is regenerated, and the
+    The cache is an optimisation only: a missing or unreadable entry is made again, and the
     arrays are identical either way (generation is deterministic per seed).
     """
     key = data_key(name, version, cfg, seed)
     path = cache_dir() / f"{name}-{key}.npz"
     try:
         with np.load(path) as z:
-            arrays = [z[k] for k in ("xtr", "ytr", "xva", "yva", "xte", "yte")]
-        return ((arrays[0], arrays[1]), (arrays[2], arrays[3]), (arrays[4], arrays[5])), key
+            n = len(z.files) // 2
+            return tuple((z[f"x{i}"], z[f"y{i}"]) for i in range(n)), key
     except (OSError, KeyError, ValueError):
         pass
-    train, val, test = disjoint_splits(generate, cfg, seed, name=name, hint=hint, with_val=True)
+    splits = make()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, xtr=train[0], ytr=train[1], xva=val[0], yva=val[1],
-                 xte=test[0], yte=test[1])
+        arrays = {f"{xy}{i}": d[j] for i, d in enumerate(splits) for j, xy in enumerate("xy")}
+        np.savez(tmp, **arrays)
         tmp.replace(path)  # atomic: concurrent writers leave one whole file
     except OSError:
         pass  # a read-only home still runs, just without the cache
+    return splits, key
+
+
+def cached_splits(generate: Generate, cfg: Any, seed: int, *, name: str, version: int,
+                  hint: str = "") -> tuple[tuple[Data, Data, Data], str]:
+    """(train, val, test) of :func:`disjoint_splits`, through the cache; and their hash."""
+    splits, key = cached(name, version, cfg, seed, lambda: disjoint_splits(
+        generate, cfg, seed, name=name, hint=hint, with_val=True))
+    train, val, test = splits
     return (train, val, test), key
 
 

@@ -134,7 +134,8 @@ def splits(cfg: Config, seed: int) -> tuple[Data, Data, Data, Data]:
 
 
 def run(cfg: Config, ctx: CellContext) -> list[Metric]:
-    train_set, val_set, test_in, test_long = splits(cfg, ctx.seed)
+    (train_set, val_set, test_in, test_long), data_hash = _seqtask.cached(
+        "copy_length_gen", VERSION, cfg, ctx.seed, lambda: splits(cfg, ctx.seed))
     model, lr, result, grid = _seqtask.fit(
         lambda: ctx.build_model(vocab_size=cfg.vocab_size), train_set, val_set, ctx, cfg,
         pad=cfg.pad)
@@ -145,7 +146,7 @@ def run(cfg: Config, ctx: CellContext) -> list[Metric]:
         "val_accuracy": result.val_accuracy, "val_sequences": len(val_set[0]),
         "steps_run": result.steps_run, "best_step": result.best_step,
         "stopped_early": result.stopped_early,
-        "data_hash": _seqtask.data_key("copy_length_gen", VERSION, cfg, ctx.seed),
+        "data_hash": data_hash,
         "test_seq_len": cfg.test_seq_len, "in_range_sequences": len(test_in[0]),
     }
     if cfg.save_checkpoint:
