@@ -7,11 +7,32 @@ import pytest
 
 import tasks
 from harness.configs import ConfigError, build_config
-from tasks import _seqtask, flip_flop, induction_heads, mqar, parity, selective_copy
+from tasks import (
+    _seqtask,
+    copy_length_gen,
+    dyck,
+    flip_flop,
+    icl_regression,
+    induction_heads,
+    listops,
+    mqar,
+    parity,
+    permutation,
+    selective_copy,
+)
 
-SMALL = {"train_size": 300, "test_size": 100}
+SMALL = {"train_size": 300, "val_size": 50, "test_size": 100}
 MODULES = {"selective_copy": selective_copy, "induction_heads": induction_heads,
-           "parity": parity, "flip_flop": flip_flop}
+           "parity": parity, "flip_flop": flip_flop, "listops": listops, "dyck": dyck,
+           "permutation": permutation, "icl_regression": icl_regression,
+           "copy_length_gen": copy_length_gen}
+# configs whose generation is checked besides the defaults
+VARIANTS = {"permutation": [{"group": "S5", "length": 10}],
+            "icl_regression": [{"p": 11, "n_examples": 5, "skip": 0}],
+            "copy_length_gen": [{"min_len": 1, "train_max_len": 3}],
+            "listops": [{"max_depth": 1, "max_args": 3, "max_len": 12}],
+            "dyck": [{"n_types": 1, "max_depth": 2, "length": 10}]}
+GENERATION_CASES = [(n, over) for n in sorted(MODULES) for over in [{}, *VARIANTS.get(n, [])]]
 
 
 def _cfg(mod, **over):
@@ -21,14 +42,16 @@ def _cfg(mod, **over):
 @pytest.mark.parametrize("name", sorted(MODULES))
 def test_registered_as_accuracy_task(name: str) -> None:
     task = tasks.get(name)
-    assert task.kind == "accuracy" and task.headline == "accuracy"
-    assert task.config_cls is MODULES[name].Config
+    assert task.kind == "accuracy" and task.headline == "accuracy" and task.doc
+    assert task.config_cls is MODULES[name].Config and task.version == MODULES[name].VERSION
+    extra = ["accuracy_in_range"] if name == "copy_length_gen" else []
+    assert [m.name for m in task.metrics] == ["accuracy", *extra, "train_loss"]
 
 
-@pytest.mark.parametrize("name", sorted(MODULES))
-def test_generation_deterministic_per_seed_and_differs_across_seeds(name: str) -> None:
+@pytest.mark.parametrize("name,over", GENERATION_CASES)
+def test_generation_deterministic_per_seed_and_differs_across_seeds(name: str, over) -> None:
     mod = MODULES[name]
-    cfg = _cfg(mod)
+    cfg = _cfg(mod, **over)
     x1, y1 = mod.generate(cfg, 64, seed=5)
     x2, y2 = mod.generate(cfg, 64, seed=5)
     x3, _ = mod.generate(cfg, 64, seed=6)
@@ -40,14 +63,14 @@ def test_generation_deterministic_per_seed_and_differs_across_seeds(name: str) -
     assert scored.size and scored.min() >= 0 and scored.max() < cfg.vocab_size
 
 
-@pytest.mark.parametrize("name", sorted(MODULES))
-def test_splits_are_disjoint(name: str) -> None:
+@pytest.mark.parametrize("name", sorted(set(MODULES) - {"copy_length_gen"}))  # own splits
+def test_train_val_and_test_splits_are_disjoint(name: str) -> None:
     mod = MODULES[name]
     cfg = _cfg(mod)
-    (x, _), (t, u) = _seqtask.disjoint_splits(mod.generate, cfg, seed=1)
-    assert len(t) == len(u) > 0
-    train_rows = {r.tobytes() for r in x}
-    assert not any(r.tobytes() in train_rows for r in t)
+    (x, _), (v, _), (t, u) = _seqtask.disjoint_splits(mod.generate, cfg, seed=1, with_val=True)
+    assert len(x) == 300 and len(v) > 0 and len(t) == len(u) > 0
+    rows = [{r.tobytes() for r in split} for split in (x, v, t)]
+    assert not rows[0] & rows[1] and not rows[0] & rows[2] and not rows[1] & rows[2]
 
 
 def test_disjoint_splits_drop_duplicates_and_refuse_empty_test() -> None:

@@ -18,37 +18,7 @@ def _cfg(mod, **over):
     return build_config(mod.Config, {**SMALL, **over}, mod.__name__)
 
 
-@pytest.mark.parametrize("name", sorted(MODULES))
-def test_registered_as_accuracy_task(name: str) -> None:
-    task = tasks.get(name)
-    assert task.kind == "accuracy" and task.headline == "accuracy"
-    assert task.config_cls is MODULES[name].Config and task.version == MODULES[name].VERSION
-    assert [m.name for m in task.metrics] == ["accuracy", "train_loss"]
 
-
-@pytest.mark.parametrize("name", sorted(MODULES))
-def test_generation_deterministic_per_seed_and_differs_across_seeds(name: str) -> None:
-    mod = MODULES[name]
-    cfg = _cfg(mod)
-    x1, y1 = mod.generate(cfg, 64, seed=5)
-    x2, y2 = mod.generate(cfg, 64, seed=5)
-    x3, _ = mod.generate(cfg, 64, seed=6)
-    assert np.array_equal(x1, x2) and np.array_equal(y1, y2)
-    assert not np.array_equal(x1, x3)
-    assert x1.shape == y1.shape == (64, cfg.seq_len) and x1.dtype == y1.dtype == np.int64
-    assert x1.min() >= 0 and x1.max() < cfg.vocab_size
-    scored = y1[y1 != -100]
-    assert scored.size and scored.min() >= 0 and scored.max() < cfg.vocab_size
-
-
-@pytest.mark.parametrize("name", sorted(MODULES))
-def test_splits_are_disjoint(name: str) -> None:
-    mod = MODULES[name]
-    cfg = _cfg(mod)
-    train, val, test = _seqtask.disjoint_splits(mod.generate, cfg, seed=1, with_val=True)
-    assert len(val[0]) > 0 and len(test[0]) > 0
-    rows = [{r.tobytes() for r in split[0]} for split in (train, val, test)]
-    assert not rows[0] & rows[1] and not rows[0] & rows[2] and not rows[1] & rows[2]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,56 +11,16 @@ import pytest
 import tasks
 from harness.configs import ConfigError, build_config
 from harness.context import CellContext
-from tasks import _seqtask, copy_length_gen, icl_regression, permutation
+from tasks import copy_length_gen, icl_regression, permutation
 
 SMALL = {"train_size": 300, "val_size": 64, "test_size": 100}
-MODULES = {"permutation": permutation, "icl_regression": icl_regression,
-           "copy_length_gen": copy_length_gen}
 
 
 def _cfg(mod, **over):
     return build_config(mod.Config, {**SMALL, **over}, mod.__name__)
 
 
-@pytest.mark.parametrize("name", sorted(MODULES))
-def test_registered_as_accuracy_task(name: str) -> None:
-    task = tasks.get(name)
-    assert task.kind == "accuracy" and task.headline == "accuracy"
-    assert task.config_cls is MODULES[name].Config and task.doc
-    assert task.version == MODULES[name].VERSION
-    extra = ["accuracy_in_range"] if name == "copy_length_gen" else []
-    assert [m.name for m in task.metrics] == ["accuracy", *extra, "train_loss"]
 
-
-@pytest.mark.parametrize("name,over", [
-    ("permutation", {}), ("permutation", {"group": "S5", "length": 10}),
-    ("icl_regression", {}), ("icl_regression", {"p": 11, "n_examples": 5, "skip": 0}),
-    ("copy_length_gen", {}), ("copy_length_gen", {"min_len": 1, "train_max_len": 3}),
-])
-def test_generation_deterministic_per_seed_and_differs_across_seeds(name: str, over) -> None:
-    mod = MODULES[name]
-    cfg = _cfg(mod, **over)
-    x1, y1 = mod.generate(cfg, 64, seed=5)
-    x2, y2 = mod.generate(cfg, 64, seed=5)
-    x3, _ = mod.generate(cfg, 64, seed=6)
-    assert np.array_equal(x1, x2) and np.array_equal(y1, y2)
-    assert not np.array_equal(x1, x3)
-    assert x1.shape == y1.shape == (64, cfg.seq_len) and x1.dtype == y1.dtype == np.int64
-    assert x1.min() >= 0 and x1.max() < cfg.vocab_size
-    scored = y1[y1 != -100]
-    assert scored.size and scored.min() >= 0 and scored.max() < cfg.vocab_size
-
-
-@pytest.mark.parametrize("name", ["permutation", "icl_regression"])
-def test_splits_are_disjoint(name: str) -> None:
-    mod = MODULES[name]
-    cfg = _cfg(mod)
-    (x, _), (v, _), (t, u) = _seqtask.disjoint_splits(mod.generate, cfg, seed=1, with_val=True)
-    assert len(x) == 300 and len(v) > 0 and len(t) == len(u) > 0
-    train_rows = {r.tobytes() for r in x}
-    val_rows = {r.tobytes() for r in v}
-    assert not any(r.tobytes() in train_rows for r in v)
-    assert not any(r.tobytes() in train_rows | val_rows for r in t)
 
 
 def _compose(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
