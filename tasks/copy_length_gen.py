@@ -50,15 +50,10 @@ class Config(_seqtask.TrainConfig):
     min_len: int = 4  # shortest training string
     train_max_len: int = 16  # longest training string; training rows are 2 * 16 + 1 wide
     test_max_len: int = 24  # longest test string; test strings are 17 .. 24 long (T = 49)
-    train_size: int = 20_000
     test_size: int = 1_000  # of each test set: in-range and longer strings
     # d 64, 2 layers, 2-core CPU: transformer in range 0.996, longer 0.36, 54 s; lstm in
     # range 0.91, longer 0.59; mamba 0.27 s a step (0.13 in range after 100 steps)
     steps: int = 1000
-    batch_size: int = 64
-    lr: float = 3e-3
-    weight_decay: float = 0.1
-    warmup_frac: float = 0.1
 
     def validate(self) -> None:
         if self.n_symbols < 2:

@@ -43,15 +43,9 @@ class Config(_seqtask.TrainConfig):
     max_depth: int = 6  # D, the nesting the walk never exceeds
     length: int = 48  # tokens per sequence; T = length
     p_open: float = 0.5  # chance to open where both moves are allowed
-    train_size: int = 20_000
-    test_size: int = 1_000
     # d_model 64, 2 layers, 2-core CPU: lstm 0.997 in ~19 s (alone), mamba 0.989 in ~100 s and
     # transformer 0.970 in ~73 s (both sharing the CPU); chance 0.25, current token alone 0.65
     steps: int = 400
-    batch_size: int = 64
-    lr: float = 3e-3
-    weight_decay: float = 0.1
-    warmup_frac: float = 0.1
 
     def validate(self) -> None:
         if self.n_types < 1:

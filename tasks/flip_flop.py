@@ -29,13 +29,7 @@ VERSION = 2  # 2: train/validation/test streams of the shared protocol
 class Config(_seqtask.TrainConfig):
     n_instr: int = 16  # instruction-bit pairs; T = 2 * n_instr
     p_ignore: float = 0.5  # probability of an ignore; write and read share the rest
-    train_size: int = 20_000
-    test_size: int = 1_000
     steps: int = 600  # transformer ~1.0 in ~25 s, mamba 1.0 in ~75 s (2-core CPU)
-    batch_size: int = 64
-    lr: float = 3e-3
-    weight_decay: float = 0.1
-    warmup_frac: float = 0.1
 
     def validate(self) -> None:
         if self.n_instr < 2:

@@ -43,16 +43,10 @@ class Config(_seqtask.TrainConfig):
     p: int = 7  # prime modulus: x and y in Z_p, p * (p - 1) lines; chance 1/p
     n_examples: int = 16  # (x, y) pairs per sequence; T = 2 * n_examples
     skip: int = 2  # leading examples not scored (2: the fewest that determine the line)
-    train_size: int = 20_000
-    test_size: int = 1_000
     # d 64, 2 layers, 2-core CPU, p 7, T 32: lstm 0.97 (83 s beside another run, ~55 s alone;
     # 0.90 at 1000 steps in 37 s); transformer 0.32 at 1000 steps (lr 3e-3 or 1e-3); mamba
     # 0.26 s a step
     steps: int = 1500
-    batch_size: int = 64
-    lr: float = 3e-3
-    weight_decay: float = 0.1
-    warmup_frac: float = 0.1
 
     def validate(self) -> None:
         if not is_prime(self.p):

@@ -25,13 +25,7 @@ VERSION = 2  # 2: train/validation/test streams of the shared protocol
 class Config(_seqtask.TrainConfig):
     seq_len: int = 32  # including the trigger at the end
     n_symbols: int = 16  # ordinary symbols 0 .. n_symbols - 1; the trigger is n_symbols
-    train_size: int = 20_000
-    test_size: int = 1_000
     steps: int = 600  # mamba (d 64, 2 layers, 2-core CPU): 1.0 in ~70 s; attention stalls
-    batch_size: int = 64
-    lr: float = 3e-3
-    weight_decay: float = 0.1
-    warmup_frac: float = 0.1
 
     def validate(self) -> None:
         if self.seq_len < 3:

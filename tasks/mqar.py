@@ -29,13 +29,7 @@ VERSION = 2  # 2: train/validation/test streams of the shared protocol
 class Config(_seqtask.TrainConfig):
     n_pairs: int = 4  # key-value pairs per sequence; T = 3 * n_pairs
     n_keys: int = 16  # key alphabet size; values use a disjoint alphabet of the same size
-    train_size: int = 20_000
-    test_size: int = 1_000
     steps: int = 1000  # budget in steps; on a 2-core CPU attention reaches ~0.99 here
-    batch_size: int = 64
-    lr: float = 3e-3
-    weight_decay: float = 0.1
-    warmup_frac: float = 0.1
 
     def validate(self) -> None:
         if not 1 <= self.n_pairs <= self.n_keys:

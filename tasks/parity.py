@@ -30,10 +30,6 @@ class Config(_seqtask.TrainConfig):
     train_size: int = 2_000  # of 4096 sequences: the rest is left for a disjoint test set
     test_size: int = 500
     steps: int = 600  # lstm: ~0.96 in ~20 s (2-core CPU); attention and mamba stay at chance
-    batch_size: int = 64
-    lr: float = 3e-3
-    weight_decay: float = 0.1
-    warmup_frac: float = 0.1
 
     def validate(self) -> None:
         if self.n_bits < 1:

@@ -56,15 +56,9 @@ MUL = {g: _mul_table(g) for g in GROUPS}
 class Config(_seqtask.TrainConfig):
     group: str = "S3"  # "S3" (solvable, 6 elements) or "S5" (not solvable, 120 elements)
     length: int = 16  # T: group elements per sequence, every position scored
-    train_size: int = 20_000
-    test_size: int = 1_000
     # d 64, 2 layers, 2-core CPU, S3 at T = 16: lstm 1.0 in ~20 s; transformer 0.32 in the
     # same budget; mamba 0.34 after 100 steps (0.12 s a step); S5 needs ~12,000+ (METHOD.md)
     steps: int = 1000
-    batch_size: int = 64
-    lr: float = 3e-3
-    weight_decay: float = 0.1
-    warmup_frac: float = 0.1
 
     def validate(self) -> None:
         if self.group not in GROUPS:

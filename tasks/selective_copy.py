@@ -30,13 +30,7 @@ class Config(_seqtask.TrainConfig):
     region: int = 32  # positions holding data and blanks; T = region + n_tokens
     n_tokens: int = 8  # data tokens to copy per sequence
     n_data: int = 8  # data alphabet size
-    train_size: int = 20_000
-    test_size: int = 1_000
     steps: int = 800  # transformer (d 64, 2 layers, 2-core CPU): ~0.98 in ~50 s
-    batch_size: int = 64
-    lr: float = 3e-3
-    weight_decay: float = 0.1
-    warmup_frac: float = 0.1
 
     def validate(self) -> None:
         if not 1 <= self.n_tokens <= self.region:
