@@ -356,6 +356,10 @@ def train_cfg(model: torch.nn.Module, data: Data, ctx: CellContext, cfg: Any, *,
                  patience=getattr(cfg, "patience", 0), pad=pad, score=score)
 
 
+def _val(result: Fit) -> float:
+    return -math.inf if result.val_accuracy is None else result.val_accuracy
+
+
 def fit(build: Callable[[], torch.nn.Module], train_set: Data, val_set: Data, ctx: CellContext,
         cfg: Any, *, pad: int | None = None, score: Score | None = None
         ) -> tuple[torch.nn.Module, float, Fit, dict[str, Any]]:
@@ -373,11 +377,7 @@ def fit(build: Callable[[], torch.nn.Module], train_set: Data, val_set: Data, ct
         result = train_cfg(model, train_set, ctx, cfg, lr=lr, val=val_set, pad=pad, score=score)
         record[f"{lr:g}"] = {"val_accuracy": result.val_accuracy,
                              "train_loss": result.train_loss, "steps_run": result.steps_run}
-        low = -math.inf
-        better = chosen is None or (result.val_accuracy if result.val_accuracy is not None
-                                    else low) > (chosen[2].val_accuracy if
-                                                 chosen[2].val_accuracy is not None else low)
-        if better:
+        if chosen is None or _val(result) > _val(chosen[2]):
             chosen = (model, lr, result)
     assert chosen is not None
     return chosen[0], chosen[1], chosen[2], record
@@ -387,20 +387,35 @@ def fit(build: Callable[[], torch.nn.Module], train_set: Data, val_set: Data, ct
 # metrics and the whole run
 
 
+def budget_facts(cfg: Any, model: torch.nn.Module, seq_len: int,
+                 steps_run: int) -> dict[str, Any]:
+    """The budget a trained row records: steps, tokens (budgeted and seen), LR, parameters."""
+    return {
+        "steps": cfg.steps, "steps_run": steps_run, "batch_size": cfg.batch_size,
+        "seq_len": seq_len, "tokens_seen": steps_run * cfg.batch_size * seq_len,
+        "token_budget": cfg.steps * cfg.batch_size * seq_len, "lr": cfg.lr,
+        "num_params": model.num_params(), "num_active_params": model.num_params(active=True),
+        "kernel_path": model.kernel_path,
+    }
+
+
+def fit_facts(cfg: Any, lr: float, result: Fit, grid: dict[str, Any],
+              val_set: Data) -> dict[str, Any]:
+    """What :func:`fit` decided, for a row's ``extra``: the chosen LR, the grid, validation."""
+    return {"lr": lr, "lr_grid": list(getattr(cfg, "lr_grid", ())) or [cfg.lr], "grid": grid,
+            "val_accuracy": result.val_accuracy, "val_sequences": len(val_set[0]),
+            "steps_run": result.steps_run, "best_step": result.best_step,
+            "stopped_early": result.stopped_early}
+
+
 def accuracy_metrics(*, cfg: Any, model: torch.nn.Module, test_set: Data, accuracy: float,
                      train_loss: float, seq_len: int, what: str = "scored positions",
                      **more: Any) -> list[Metric]:
     """The accuracy and train_loss rows of a synthetic task, with the budget in ``extra``."""
     n_scored = int((test_set[1] != -100).sum())
     steps_run = more.pop("steps_run", cfg.steps)
-    extra = {
-        "steps": cfg.steps, "steps_run": steps_run, "batch_size": cfg.batch_size,
-        "seq_len": seq_len, "tokens_seen": steps_run * cfg.batch_size * seq_len,
-        "token_budget": cfg.steps * cfg.batch_size * seq_len, "lr": cfg.lr,
-        "test_sequences": len(test_set[0]), "num_params": model.num_params(),
-        "num_active_params": model.num_params(active=True),
-        "kernel_path": model.kernel_path, **more,
-    }
+    extra = {**budget_facts(cfg, model, seq_len, steps_run),
+             "test_sequences": len(test_set[0]), **more}
     return [
         Metric(name=ACCURACY.name, unit=ACCURACY.unit, value=accuracy,
                higher_is_better=ACCURACY.higher_is_better,
@@ -433,12 +448,7 @@ def run_task(cfg: Any, ctx: CellContext, generate: Generate, *, name: str, vocab
     model, lr, result, grid = fit(lambda: ctx.build_model(vocab_size=vocab_size),
                                   train_set, val_set, ctx, cfg, pad=pad)
     acc = evaluate(model, test_set, ctx, pad=pad)
-    more: dict[str, Any] = {
-        "lr": lr, "lr_grid": list(getattr(cfg, "lr_grid", ())) or [cfg.lr], "grid": grid,
-        "val_accuracy": result.val_accuracy, "val_sequences": len(val_set[0]),
-        "steps_run": result.steps_run, "best_step": result.best_step,
-        "stopped_early": result.stopped_early, "data_hash": data_hash,
-    }
+    more = {**fit_facts(cfg, lr, result, grid, val_set), "data_hash": data_hash}
     if getattr(cfg, "save_checkpoint", False):
         more["checkpoint"] = save_checkpoint(model, ctx, name, {"lr": lr, "accuracy": acc})
     return accuracy_metrics(cfg=cfg, model=model, test_set=test_set, accuracy=acc,

@@ -137,10 +137,7 @@ def run(cfg: Config, ctx: CellContext) -> list[Metric]:
     acc_long = _seqtask.evaluate(model, test_long, ctx, pad=cfg.pad)
     acc_in = _seqtask.evaluate(model, test_in, ctx, pad=cfg.pad)
     more: dict[str, Any] = {
-        "lr": lr, "lr_grid": list(cfg.lr_grid) or [cfg.lr], "grid": grid,
-        "val_accuracy": result.val_accuracy, "val_sequences": len(val_set[0]),
-        "steps_run": result.steps_run, "best_step": result.best_step,
-        "stopped_early": result.stopped_early,
+        **_seqtask.fit_facts(cfg, lr, result, grid, val_set),
         "data_hash": data_hash,
         "test_seq_len": cfg.test_seq_len, "in_range_sequences": len(test_in[0]),
     }

@@ -142,17 +142,13 @@ def run(cfg: Config, ctx: CellContext) -> list[Metric]:
     for rec in grid.values():
         rec["val_bpb"] = -rec.pop("val_accuracy")
     n_bytes = int(test_set[1].size)
+    facts = _seqtask.fit_facts(cfg, lr, result, grid, val_set)
+    val = facts.pop("val_accuracy")  # the score fit maximised: -bpb
     extra: dict[str, Any] = {
         "corpus": cfg.corpus, "corpus_sha256": digest, "corpus_bytes": len(raw),
         "train_bytes": len(train_b), "val_bytes": len(val_b), "test_bytes_scored": n_bytes,
-        "steps": cfg.steps, "steps_run": result.steps_run, "batch_size": cfg.batch_size,
-        "seq_len": cfg.seq_len, "tokens_seen": result.steps_run * cfg.batch_size * cfg.seq_len,
-        "token_budget": cfg.steps * cfg.batch_size * cfg.seq_len, "lr": lr,
-        "lr_grid": list(cfg.lr_grid) or [cfg.lr], "grid": grid,
-        "val_bpb": -result.val_accuracy if result.val_accuracy is not None else None,
-        "best_step": result.best_step, "stopped_early": result.stopped_early,
-        "num_params": model.num_params(), "num_active_params": model.num_params(active=True),
-        "kernel_path": model.kernel_path,
+        **_seqtask.budget_facts(cfg, model, cfg.seq_len, result.steps_run), **facts,
+        "val_bpb": -val if val is not None else None,
     }
     if cfg.save_checkpoint:
         extra["checkpoint"] = _seqtask.save_checkpoint(
