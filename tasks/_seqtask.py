@@ -49,6 +49,9 @@ METRICS = (ACCURACY, TRAIN_LOSS)  # what a synthetic task built on run_task repo
 Data = tuple[np.ndarray, np.ndarray]
 Generate = Callable[[Any, int, int], Data]
 Score = Callable[[torch.nn.Module, Data], float]
+# A task's trivial-strategy baseline: its accuracy on a test set's scored positions and a
+# one-line description of the strategy (e.g. "copy the previous bit").
+Floor = Callable[[Data], "tuple[float, str]"]
 
 
 @dataclass(frozen=True)
@@ -408,14 +411,38 @@ def fit_facts(cfg: Any, lr: float, result: Fit, grid: dict[str, Any],
             "stopped_early": result.stopped_early}
 
 
+def wilson(successes: float, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """Wilson score 95% interval of a binomial proportion (``successes`` of ``n``)."""
+    if n < 1:
+        return (0.0, 1.0)
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def baseline_facts(chance: float | None, floor: tuple[float, str] | None) -> dict[str, Any]:
+    """Chance and trivial-strategy floor of an accuracy row, for its ``extra``."""
+    out: dict[str, Any] = {}
+    if chance is not None:
+        out["chance"] = float(chance)
+    if floor is not None:
+        out["floor"], out["floor_strategy"] = float(floor[0]), floor[1]
+    return out
+
+
 def accuracy_metrics(*, cfg: Any, model: torch.nn.Module, test_set: Data, accuracy: float,
                      train_loss: float, seq_len: int, what: str = "scored positions",
+                     chance: float | None = None, floor: tuple[float, str] | None = None,
                      **more: Any) -> list[Metric]:
-    """The accuracy and train_loss rows of a synthetic task, with the budget in ``extra``."""
+    """The accuracy and train_loss rows of a synthetic task, with the budget, chance, floor
+    and a Wilson 95% interval over the scored test positions in ``extra``."""
     n_scored = int((test_set[1] != -100).sum())
     steps_run = more.pop("steps_run", cfg.steps)
+    low, high = wilson(accuracy * n_scored, n_scored)
     extra = {**budget_facts(cfg, model, seq_len, steps_run),
-             "test_sequences": len(test_set[0]), **more}
+             "test_sequences": len(test_set[0]), **baseline_facts(chance, floor),
+             "wilson95": [low, high], **more}
     return [
         Metric(name=ACCURACY.name, unit=ACCURACY.unit, value=accuracy,
                higher_is_better=ACCURACY.higher_is_better,
@@ -441,8 +468,12 @@ def save_checkpoint(model: torch.nn.Module, ctx: CellContext, task: str,
 
 def run_task(cfg: Any, ctx: CellContext, generate: Generate, *, name: str, vocab_size: int,
              seq_len: int, what: str = "scored positions", hint: str = "", version: int = 1,
-             pad: int | None = None) -> list[Metric]:
-    """Build, fit and score a model on one synthetic task: the whole ``run`` of most tasks."""
+             pad: int | None = None, chance: float | None = None,
+             floor: Floor | None = None) -> list[Metric]:
+    """Build, fit and score a model on one synthetic task: the whole ``run`` of most tasks.
+
+    ``chance`` is the accuracy of a uniform guess; ``floor(test_set)`` the accuracy of the
+    task's trivial strategy on the test set; both are stored on the accuracy row."""
     (train_set, val_set, test_set), data_hash = cached_splits(
         generate, cfg, ctx.seed, name=name, version=version, hint=hint)
     model, lr, result, grid = fit(lambda: ctx.build_model(vocab_size=vocab_size),
@@ -452,4 +483,6 @@ def run_task(cfg: Any, ctx: CellContext, generate: Generate, *, name: str, vocab
     if getattr(cfg, "save_checkpoint", False):
         more["checkpoint"] = save_checkpoint(model, ctx, name, {"lr": lr, "accuracy": acc})
     return accuracy_metrics(cfg=cfg, model=model, test_set=test_set, accuracy=acc,
-                            train_loss=result.train_loss, seq_len=seq_len, what=what, **more)
+                            train_loss=result.train_loss, seq_len=seq_len, what=what,
+                            chance=chance, floor=None if floor is None else floor(test_set),
+                            **more)

@@ -77,3 +77,6 @@ class Task:
     needs_causal: bool = True  # bidirectional variants are offered only where False
     env: dict[str, str] = field(default_factory=dict)  # extra environment of the cell process
     metrics: tuple[MetricSpec, ...] = ()  # what ``run`` reports (accuracy tasks declare it)
+    # False: shown on the site but never ranked or shaded (``unranked_reason`` says why)
+    ranked: bool = True
+    unranked_reason: str = ""
