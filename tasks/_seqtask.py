@@ -8,22 +8,24 @@ subclasses :class:`TrainConfig`. Everything else lives here, identical for every
   rows seen in train and test rows seen in train or validation are dropped, so the three are
   disjoint. Generated splits are cached on disk under a content hash of (task, version, data
   config, seed), so every variant of a suite trains on the very same arrays.
-- **Fitting.** AdamW, linear warm-up then cosine decay, gradient clipping at 1, a step budget.
-  With ``lr_grid`` one model is trained per learning rate and the one with the best validation
-  accuracy is kept; with ``eval_every`` the validation accuracy is checked during training and
-  the best weights are kept (``patience`` stops early). The test split is never looked at until
-  the model is chosen.
+- **Fitting.** AdamW (weight decay on weight matrices only, as each variant declares), linear
+  warm-up then cosine decay, gradient clipping at 1, a budget in steps. By default a learning
+  rate search per (variant, task) over ``lr_grid`` by successive halving on the validation
+  split (:mod:`tasks._fit`); validation every ``eval_every`` steps keeps the best weights, a
+  run stops once validation is solved, and a run still improving at the end of its budget is
+  marked ``not_converged``. The test split is never looked at until the model is chosen.
 - **Scoring.** Argmax accuracy over scored positions; padding never precedes a real token when
   the model runs (:func:`forward_padded`), so scores do not move with padding side or batch size.
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
+import inspect
 import json
 import math
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -31,12 +33,13 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from harness.context import CellContext
+from tasks import _fit
+from tasks._fit import Fit, lr_at  # noqa: F401  (re-exported: tasks use them from here)
 from tasks.base import Metric, MetricSpec
 
-AUX_WEIGHT = 0.01  # Switch Transformer's load-balancing coefficient
+AUX_WEIGHT = _fit.AUX_WEIGHT
 CACHE_ENV = "ARCHBENCH_DATA_CACHE"
 PADDING_SIDES = ("right", "left")
 
@@ -48,27 +51,34 @@ METRICS = (ACCURACY, TRAIN_LOSS)  # what a synthetic task built on run_task repo
 
 Data = tuple[np.ndarray, np.ndarray]
 Generate = Callable[[Any, int, int], Data]
-Score = Callable[[torch.nn.Module, Data], float]
+Score = _fit.Score
 # A task's trivial-strategy baseline: its accuracy on a test set's scored positions and a
 # one-line description of the strategy (e.g. "copy the previous bit").
 Floor = Callable[[Data], "tuple[float, str]"]
 
 
+DEFAULT_LR_GRID = (3e-4, 1e-3, 3e-3, 1e-2)  # 1.5 decades, searched by successive halving
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Budget and optimizer fields shared by every synthetic task (subclasses override the
-    defaults). The token budget of one run is ``steps * batch_size * seq_len``."""
+    defaults). The token budget of one run is ``steps * batch_size * seq_len``; the LR search
+    costs at most twice that (see :mod:`tasks._fit`)."""
 
     train_size: int = 20_000
     val_size: int = 256  # held out from training for LR choice and early stopping
     test_size: int = 1_000
     steps: int = 1000
     batch_size: int = 64
-    lr: float = 3e-3
-    lr_grid: tuple[float, ...] = ()  # non-empty: train once per LR, keep the best on validation
-    weight_decay: float = 0.1
+    lr_grid: tuple[float, ...] = DEFAULT_LR_GRID  # searched per (variant, task); () -> [lr]
+    lr: float = 3e-3  # the one LR used when lr_grid is empty
+    search: str = "halving"  # "halving": successive halving; "grid": every LR, full budget
+    eta: int = 2  # successive halving keeps the best 1/eta of the candidates at each rung
+    solved_at: float = 0.99  # validation accuracy that counts as solved: the run stops there
+    weight_decay: float = 0.1  # on weight matrices only (each variant declares its groups)
     warmup_frac: float = 0.1
-    eval_every: int = 0  # validate every N steps and keep the best weights; 0: at the end only
+    eval_every: int = 0  # validate every N steps, keep the best weights; 0: steps // 20
     patience: int = 0  # stop after this many validations without improvement; 0: never early
     save_checkpoint: bool = False  # write the chosen model to the cell's checkpoint directory
 
@@ -80,22 +90,29 @@ TRAIN_FIELDS = frozenset(f.name for f in fields(TrainConfig)) - {
     "train_size", "val_size", "test_size"}  # what does not change the data
 
 
-def check_budget(cfg: Any) -> None:
-    """The training-budget rules every synthetic task shares; ValueError names the rule."""
+def check_budget(cfg: TrainConfig) -> None:
+    """The training-budget rules every synthetic task shares; ValueError names the field, the
+    allowed values and what it got, in one line."""
     if min(cfg.train_size, cfg.test_size, cfg.steps, cfg.batch_size) < 1:
         raise ValueError("train_size, test_size, steps and batch_size must be >= 1")
     if cfg.lr <= 0 or cfg.weight_decay < 0 or not 0 <= cfg.warmup_frac < 1:
         raise ValueError("lr must be > 0, weight_decay >= 0 and warmup_frac in [0, 1)")
-    if not all(isinstance(v, (int, float)) and v > 0 for v in getattr(cfg, "lr_grid", ())):
-        raise ValueError("lr_grid must be a list of learning rates > 0")
-    val_size = getattr(cfg, "val_size", 0)
-    if val_size < 0 or getattr(cfg, "eval_every", 0) < 0 or getattr(cfg, "patience", 0) < 0:
+    bad = [v for v in cfg.lr_grid
+           if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0]
+    if bad:
+        raise ValueError(f"lr_grid: every learning rate must be a number > 0; got {bad[0]!r}")
+    if cfg.search not in _fit.SEARCHES:
+        raise ValueError(f"search must be one of {', '.join(_fit.SEARCHES)}; "
+                         f"got {cfg.search!r}")
+    if cfg.eta < 2:
+        raise ValueError(f"eta must be an integer >= 2; got {cfg.eta!r}")
+    if not 0 < cfg.solved_at <= 1:
+        raise ValueError(f"solved_at must be in (0, 1]; got {cfg.solved_at!r}")
+    if cfg.val_size < 0 or cfg.eval_every < 0 or cfg.patience < 0:
         raise ValueError("val_size, eval_every and patience must be >= 0")
-    needs_val = len(getattr(cfg, "lr_grid", ())) > 1 or getattr(cfg, "eval_every", 0) > 0
-    if needs_val and val_size < 1:
-        raise ValueError("lr_grid with several values and eval_every need val_size >= 1")
-    if getattr(cfg, "patience", 0) and not getattr(cfg, "eval_every", 0):
-        raise ValueError("patience needs eval_every > 0")
+    if cfg.val_size < 1:
+        raise ValueError("val_size must be >= 1: the LR search and convergence check "
+                         "read the validation split")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -124,7 +141,7 @@ def disjoint_splits(generate: Generate, cfg: Any, seed: int, *, name: str = "tas
     train = generate(cfg, cfg.train_size, stream(seed, 0))
     seen = {row.tobytes() for row in train[0]}
     val = None
-    if with_val and getattr(cfg, "val_size", 0) > 0:
+    if with_val and cfg.val_size > 0:
         val = _drop_seen(generate(cfg, cfg.val_size, stream(seed, 2)), seen)
         seen |= {row.tobytes() for row in val[0]}
     test = _drop_seen(generate(cfg, cfg.test_size, stream(seed, 1)), seen)
@@ -142,10 +159,25 @@ def cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "archbench" / "data")
 
 
+def generator_source(cfg: Any) -> str:
+    """sha256 of the code that makes a task's data: the module defining its config (where its
+    generator lives) and the split code here. A generator fix without a version bump then
+    still misses the cache instead of reusing stale arrays."""
+    module = sys.modules[type(cfg).__module__]
+    try:
+        code = inspect.getsource(module)
+    except (OSError, TypeError):  # no source on disk (frozen or generated): the name stands in
+        code = module.__name__
+    code += inspect.getsource(disjoint_splits) + inspect.getsource(_drop_seen)
+    return hashlib.sha256(code.encode()).hexdigest()[:16]
+
+
 def data_key(name: str, version: int, cfg: Any, seed: int) -> str:
-    """Content hash of what determines a task's data: name, version, data config and seed."""
+    """Content hash of what determines a task's data: name, version, data config, seed and the
+    generator's source (:func:`generator_source`)."""
     conf = {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name not in TRAIN_FIELDS}
-    blob = json.dumps({"task": name, "version": version, "config": conf, "seed": seed},
+    blob = json.dumps({"task": name, "version": version, "config": conf, "seed": seed,
+                       "source": generator_source(cfg)},
                       sort_keys=True, separators=(",", ":"), default=list)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
@@ -268,122 +300,52 @@ def evaluate(model: torch.nn.Module, data: Data, ctx: CellContext, batch_size: i
 # training
 
 
-def lr_at(step: int, *, steps: int, lr: float, warmup_frac: float) -> float:
-    """Linear warm-up then cosine decay to 10% of the peak."""
-    warm = max(1, int(warmup_frac * steps))
-    if step < warm:
-        return lr * (step + 1) / warm
-    progress = (step - warm) / max(1, steps - warm)
-    return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
-@dataclass
-class Fit:
-    """What one training run did: final train loss, steps run, best validation accuracy."""
-
-    train_loss: float
-    steps_run: int
-    val_accuracy: float | None = None
-    best_step: int | None = None
-    stopped_early: bool = False
-
-
 def train(model: torch.nn.Module, data: Data, ctx: CellContext, *, steps: int, batch_size: int,
           lr: float, weight_decay: float, warmup_frac: float, val: Data | None = None,
           eval_every: int = 0, patience: int = 0, pad: int | None = None,
-          score: Score | None = None) -> Fit:
-    """AdamW on random minibatches. With ``val`` and ``eval_every``, validation accuracy is
-    checked every ``eval_every`` steps and at the end, the best weights are restored, and
-    ``patience`` validations without improvement stop the run. ``score(model, val)`` is the
-    validation figure to maximise (argmax accuracy by default). Train loss is the mean of the
-    last 10% of the steps run."""
-    if score is None:
-        def score(m: torch.nn.Module, d: Data) -> float:
-            return evaluate(m, d, ctx, pad=pad)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    rng = np.random.default_rng(ctx.seed + 17)
-    x_all = torch.from_numpy(data[0])
-    y_all = torch.from_numpy(data[1])
-    has_val = val is not None and len(val[0]) > 0
-    losses: list[float] = []
-    best: tuple[float, int, dict[str, torch.Tensor]] | None = None
-    since_best = 0
-    stopped = False
-    model.train()
-    for step in range(steps):
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, steps=steps, lr=lr, warmup_frac=warmup_frac)
-        idx = torch.from_numpy(rng.integers(0, len(x_all), batch_size))
-        x, y = x_all[idx].to(ctx.torch_device), y_all[idx].to(ctx.torch_device)
-        logits = model(x)  # (B, T, V)
-        loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=-100)
-        losses.append(loss.item())
-        aux = getattr(model, "aux_loss", None)  # MoE load balancing (0 for dense models)
-        if aux is not None:
-            loss = loss + AUX_WEIGHT * aux
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        last = step == steps - 1
-        if has_val and eval_every and ((step + 1) % eval_every == 0 or last):
-            model.eval()
-            acc = score(model, val)
-            model.train()
-            if best is None or acc > best[0]:
-                best = (acc, step + 1, copy.deepcopy(model.state_dict()))
-                since_best = 0
-            else:
-                since_best += 1
-                if patience and since_best >= patience and not last:
-                    stopped = True
-                    break
-    model.eval()
-    tail = losses[-max(1, len(losses) // 10) :]
-    fit = Fit(train_loss=float(np.mean(tail)), steps_run=len(losses), stopped_early=stopped)
-    if best is not None:
-        model.load_state_dict(best[2])
-        fit.val_accuracy, fit.best_step = best[0], best[1]
-    elif has_val:
-        fit.val_accuracy = score(model, val)
-    return fit
+          score: Score | None = None, solved_at: float | None = None) -> Fit:
+    """Train ``model`` at one LR (see :class:`tasks._fit.Run`); the best validation weights
+    are restored. ``eval_every`` 0 validates at the end only."""
+    run = _fit.Run(model, data, ctx, lr=lr, steps=steps, batch_size=batch_size,
+                   weight_decay=weight_decay, warmup_frac=warmup_frac, val=val,
+                   score=score or _accuracy_score(ctx, pad), eval_every=eval_every or steps,
+                   patience=patience, solved_at=solved_at)
+    run.advance(steps)
+    return run.finish()
 
 
-def train_cfg(model: torch.nn.Module, data: Data, ctx: CellContext, cfg: Any, *,
-              lr: float | None = None, val: Data | None = None, pad: int | None = None,
-              score: Score | None = None) -> Fit:
-    """:func:`train` with the optimizer settings read from a task config."""
-    return train(model, data, ctx, steps=cfg.steps, batch_size=cfg.batch_size,
-                 lr=cfg.lr if lr is None else lr, weight_decay=cfg.weight_decay,
-                 warmup_frac=cfg.warmup_frac, val=val, eval_every=getattr(cfg, "eval_every", 0),
-                 patience=getattr(cfg, "patience", 0), pad=pad, score=score)
+def _accuracy_score(ctx: CellContext, pad: int | None) -> Score:
+    def score(m: torch.nn.Module, d: Data) -> float:
+        return evaluate(m, d, ctx, pad=pad)
+    return score
 
 
-def _val(result: Fit) -> float:
-    return -math.inf if result.val_accuracy is None else result.val_accuracy
+def eval_every_of(cfg: Any) -> int:
+    """Steps between validations: the config's, or ``steps // 20`` (at least 1)."""
+    return cfg.eval_every or max(1, cfg.steps // 20)
+
+
+def lr_grid_of(cfg: Any) -> list[float]:
+    """The learning rates a config searches: its ``lr_grid``, or ``[lr]`` when that is empty."""
+    return list(cfg.lr_grid) or [cfg.lr]
 
 
 def fit(build: Callable[[], torch.nn.Module], train_set: Data, val_set: Data, ctx: CellContext,
         cfg: Any, *, pad: int | None = None, score: Score | None = None
         ) -> tuple[torch.nn.Module, float, Fit, dict[str, Any]]:
-    """Train one model per learning rate of the grid (``cfg.lr`` alone without a grid) from
-    the same seeded initialisation; keep the best by validation ``score`` (argmax accuracy by
-    default; the first on ties).
+    """The LR search of the protocol (:func:`tasks._fit.search`) with the settings of a task
+    config: ``lr_grid`` (``[lr]`` if empty), ``search``, ``eta``, ``eval_every``, ``patience``
+    and ``solved_at`` (which applies to argmax accuracy only: a custom ``score`` such as -bpb
+    has no solved level).
 
-    Returns the chosen model, its LR, its :class:`Fit` and a record of the whole grid.
+    Returns the chosen model, its LR, its :class:`Fit` and a record of every candidate.
     """
-    grid = list(getattr(cfg, "lr_grid", ())) or [cfg.lr]
-    chosen: tuple[torch.nn.Module, float, Fit] | None = None
-    record: dict[str, Any] = {}
-    for lr in grid:
-        model = build()
-        result = train_cfg(model, train_set, ctx, cfg, lr=lr, val=val_set, pad=pad, score=score)
-        record[f"{lr:g}"] = {"val_accuracy": result.val_accuracy,
-                             "train_loss": result.train_loss, "steps_run": result.steps_run}
-        if chosen is None or _val(result) > _val(chosen[2]):
-            chosen = (model, lr, result)
-    assert chosen is not None
-    return chosen[0], chosen[1], chosen[2], record
+    return _fit.search(
+        build, train_set, val_set, ctx, grid=lr_grid_of(cfg), steps=cfg.steps,
+        batch_size=cfg.batch_size, weight_decay=cfg.weight_decay, warmup_frac=cfg.warmup_frac,
+        score=score or _accuracy_score(ctx, pad), eval_every=eval_every_of(cfg),
+        patience=cfg.patience, solved_at=cfg.solved_at if score is None else None,
+        method=cfg.search, eta=cfg.eta)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -393,22 +355,29 @@ def fit(build: Callable[[], torch.nn.Module], train_set: Data, val_set: Data, ct
 def budget_facts(cfg: Any, model: torch.nn.Module, seq_len: int,
                  steps_run: int) -> dict[str, Any]:
     """The budget a trained row records: steps, tokens (budgeted and seen), LR, parameters."""
-    return {
+    facts = {
         "steps": cfg.steps, "steps_run": steps_run, "batch_size": cfg.batch_size,
         "seq_len": seq_len, "tokens_seen": steps_run * cfg.batch_size * seq_len,
         "token_budget": cfg.steps * cfg.batch_size * seq_len, "lr": cfg.lr,
         "num_params": model.num_params(), "num_active_params": model.num_params(active=True),
         "kernel_path": model.kernel_path,
     }
+    stats = getattr(model, "compute_stats", dict)()  # e.g. MoD's routed fraction
+    if stats:
+        facts["compute_stats"] = stats
+    return facts
 
 
 def fit_facts(cfg: Any, lr: float, result: Fit, grid: dict[str, Any],
               val_set: Data) -> dict[str, Any]:
-    """What :func:`fit` decided, for a row's ``extra``: the chosen LR, the grid, validation."""
-    return {"lr": lr, "lr_grid": list(getattr(cfg, "lr_grid", ())) or [cfg.lr], "grid": grid,
+    """What :func:`fit` decided, for a row's ``extra``: the chosen LR, every candidate (curve,
+    where it was cut), validation, and whether the chosen run converged."""
+    ok, why = _fit.converged(result, cfg.steps)
+    return {"lr": lr, "lr_grid": lr_grid_of(cfg), "search": cfg.search, "grid": grid,
             "val_accuracy": result.val_accuracy, "val_sequences": len(val_set[0]),
             "steps_run": result.steps_run, "best_step": result.best_step,
-            "stopped_early": result.stopped_early}
+            "stopped_early": result.stopped_early, "solved": result.solved,
+            "not_converged": not ok, "convergence": why}
 
 
 def wilson(successes: float, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
@@ -480,7 +449,7 @@ def run_task(cfg: Any, ctx: CellContext, generate: Generate, *, name: str, vocab
                                   train_set, val_set, ctx, cfg, pad=pad)
     acc = evaluate(model, test_set, ctx, pad=pad)
     more = {**fit_facts(cfg, lr, result, grid, val_set), "data_hash": data_hash}
-    if getattr(cfg, "save_checkpoint", False):
+    if cfg.save_checkpoint:
         more["checkpoint"] = save_checkpoint(model, ctx, name, {"lr": lr, "accuracy": acc})
     return accuracy_metrics(cfg=cfg, model=model, test_set=test_set, accuracy=acc,
                             train_loss=result.train_loss, seq_len=seq_len, what=what,

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from harness.context import CellContext
-from tasks import _seqtask, parity
+from tasks import _fit, _seqtask, parity
 
 CTX = CellContext(arch="transformer", arch_config={"d_model": 16, "n_layers": 1}, seed=0,
                   device="cpu", dtype="float32", threads=1)
@@ -45,36 +46,94 @@ def build():
     return CTX.build_model(vocab_size=8)
 
 
-def test_lr_grid_keeps_the_lr_with_the_best_validation_accuracy() -> None:
-    cfg = Echo(lr_grid=(1e-6, 1e-2))
+def noise(cfg: Echo, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Targets independent of the inputs: nothing to learn, nothing ever solved."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 8, (n, 6)).astype(np.int64), rng.integers(0, 8, (n, 6))
+
+
+@pytest.mark.parametrize("search", ["grid", "halving"])
+def test_lr_search_keeps_the_lr_with_the_best_validation_accuracy(search: str) -> None:
+    cfg = Echo(lr_grid=(1e-6, 1e-2), search=search, solved_at=1.0)
     train, val, _ = _data(cfg)
     model, lr, fit, grid = _seqtask.fit(build, train, val, CTX, cfg)
     assert lr == 1e-2 and set(grid) == {"1e-06", "0.01"}
     assert grid["0.01"]["val_accuracy"] > 0.9 > grid["1e-06"]["val_accuracy"]
     assert fit.val_accuracy == grid["0.01"]["val_accuracy"]
     assert _seqtask.evaluate(model, val, CTX) == pytest.approx(fit.val_accuracy)
+    if search == "halving":  # the loser never trains past the first rung, steps / 2
+        assert grid["1e-06"]["steps_run"] == 40
+        assert grid["1e-06"]["cut_at"] == 40 or grid["0.01"]["solved"]
+    else:
+        assert grid["1e-06"]["cut_at"] is None and grid["1e-06"]["steps_run"] == 80
+
+
+@pytest.mark.parametrize("n,steps,eta,ends", [
+    (1, 100, 2, [100]), (2, 100, 2, [50, 100]), (4, 1000, 2, [250, 500, 1000]),
+    (3, 900, 3, [300, 900]), (5, 800, 2, [100, 200, 400, 800]),
+])
+def test_successive_halving_rungs(n: int, steps: int, eta: int, ends: list[int]) -> None:
+    assert _fit.rungs(n, steps, eta) == ends
+
+
+def test_halving_costs_at_most_two_full_runs_and_records_every_candidate() -> None:
+    cfg = Echo(lr_grid=(3e-4, 1e-3, 3e-3, 1e-2), steps=40, eval_every=5)
+    train, val, _ = _seqtask.disjoint_splits(noise, cfg, seed=0, with_val=True)
+    _, lr, fit, grid = _seqtask.fit(build, train, val, CTX, cfg)
+    spent = sum(g["steps_run"] for g in grid.values())
+    assert spent == 10 * 4 + 10 * 2 + 20 * 1 == 2 * cfg.steps
+    assert fit.steps_run == cfg.steps and grid[f"{lr:g}"]["cut_at"] is None
+    cut = sorted(g["cut_at"] for g in grid.values() if g["cut_at"] is not None)
+    assert cut == [10, 10, 20]
+    for g in grid.values():  # every candidate's validation curve, one point per 5 steps
+        assert [s for s, _ in g["curve"]] == list(range(5, g["steps_run"] + 1, 5))
+        assert not g["solved"]
+
+
+def test_a_solved_validation_ends_the_search() -> None:
+    cfg = Echo(lr_grid=(1e-2, 1e-6), eval_every=5)
+    train, val, _ = _data(cfg)
+    _, lr, fit, grid = _seqtask.fit(build, train, val, CTX, cfg)
+    assert lr == 1e-2 and fit.solved and fit.val_accuracy >= cfg.solved_at
+    assert fit.steps_run < cfg.steps  # stopped at the first validation at or above solved_at
+    assert grid["1e-06"]["steps_run"] == 0  # never needed
+
+
+def test_a_run_trained_in_rungs_equals_one_full_run() -> None:
+    """Resuming a candidate at each rung is exactly a full-budget run at its LR."""
+    cfg = Echo()
+    train, val, _ = _data(cfg)
+    runs = []
+    for pieces in ([80], [20, 40, 80]):
+        run = _fit.Run(build(), train, CTX, lr=3e-3, steps=80, batch_size=16, weight_decay=0.1,
+                       warmup_frac=0.1, val=val, score=lambda m, d: 0.0, eval_every=10)
+        for until in pieces:
+            run.advance(until)
+        runs.append(run.model.state_dict())
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
 
 
 def test_early_stopping_watches_validation_and_restores_the_best_weights() -> None:
-    cfg = Echo(lr=1e-6, eval_every=5, patience=2)  # nothing improves: stop after 3 checks
+    cfg = Echo(lr_grid=(), lr=1e-6, eval_every=5, patience=2)  # nothing improves: 3 checks
     train, val, _ = _data(cfg)
     model, _, fit, _ = _seqtask.fit(build, train, val, CTX, cfg)
     assert fit.stopped_early and fit.steps_run == 15 and fit.best_step == 5
-    good = Echo(lr=1e-2, eval_every=10)
+    good = Echo(lr_grid=(), lr=1e-2, eval_every=10, solved_at=1.0)
     model, _, fit, _ = _seqtask.fit(build, train, val, CTX, good)
-    assert not fit.stopped_early and fit.steps_run == 80
+    assert not fit.stopped_early and (fit.steps_run == 80 or fit.solved)
     assert _seqtask.evaluate(model, val, CTX) == pytest.approx(fit.val_accuracy)
 
 
-@pytest.mark.parametrize("bad,match", [
-    ({"lr_grid": (1e-3, 3e-3), "val_size": 0}, "val_size"),
-    ({"eval_every": 5, "val_size": 0}, "val_size"),
-    ({"patience": 3}, "patience needs eval_every"),
-    ({"lr_grid": (0.0,)}, "lr_grid"),
+@pytest.mark.parametrize("curve,solved,expect", [
+    ([(25, 0.2), (50, 0.3), (75, 0.4), (100, 0.6)], False, False),  # still climbing
+    ([(25, 0.2), (50, 0.6), (75, 0.61), (100, 0.612)], False, True),  # flat at the end
+    ([(25, 0.5), (50, 0.995)], True, True),  # solved half-way
 ])
-def test_protocol_settings_are_checked(bad: dict, match: str) -> None:
-    with pytest.raises(ValueError, match=match):
-        Echo(**bad).validate()
+def test_convergence_is_judged_on_the_last_quarter(curve, solved, expect) -> None:
+    fit = _fit.Fit(train_loss=1.0, steps_run=curve[-1][0], val_accuracy=max(v for _, v in curve),
+                   best_step=curve[-1][0], solved=solved, curve=curve)
+    ok, why = _fit.converged(fit, 100)
+    assert ok is expect and why
 
 
 def test_data_is_cached_by_content_hash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
