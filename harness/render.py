@@ -58,11 +58,42 @@ def headline_of(task: str, metrics: set[str]) -> str:
         return sorted(metrics)[0]
 
 
-def shade(column: dict[str, Any], value: float | None) -> str | None:
-    """Heat-map background for fractions where higher is better (red 0 -> green 1)."""
+def shade(column: dict[str, Any], value: float | None, floor: float | None = None) -> str | None:
+    """Heat-map background for fractions where higher is better, red at the task's trivial
+    floor (0 when the row has none) to green at 1; none for an unranked task."""
     if value is None or column["unit"] != "fraction" or column["higher_is_better"] is not True:
         return None
-    return f"hsl({round(120 * min(max(value, 0.0), 1.0))}, 60%, 85%)"
+    if not column.get("ranked", True):
+        return None
+    low = floor if floor is not None and floor < 1 else 0.0
+    frac = (value - low) / (1 - low)
+    return f"hsl({round(120 * min(max(frac, 0.0), 1.0))}, 60%, 85%)"
+
+
+def flags(row: dict[str, Any] | None) -> list[dict[str, str]]:
+    """Marks a reader must see beside a trained row's number: not converged, not learned in
+    range (length generalisation is then not what failed)."""
+    extra = (row or {}).get("extra") or {}
+    out = []
+    if extra.get("not_converged"):
+        out.append({"mark": "not converged", "why": extra.get("convergence", "")})
+    if extra.get("learned_in_range") is False:
+        out.append({"mark": "not learned in range",
+                    "why": f"in-range accuracy {fmt(extra.get('accuracy_in_range'))} < 0.9: the "
+                           "model never learned the task, so this is not a length "
+                           "generalisation result"})
+    return out
+
+
+def baseline_note(extra: dict[str, Any]) -> str:
+    """'chance 0.1; floor 0.21 (strategy); Wilson 95% [a, b]; ' for an accuracy row."""
+    text = f"chance {fmt(extra['chance'])}; " if extra.get("chance") is not None else ""
+    if extra.get("floor") is not None:
+        text += f"floor {fmt(extra['floor'])} ({extra.get('floor_strategy', '')}); "
+    if extra.get("wilson95"):
+        low, high = extra["wilson95"]
+        text += f"Wilson 95% interval over test items [{fmt(low)}, {fmt(high)}]; "
+    return text
 
 
 def training_note(facts: dict[str, Any]) -> str:
@@ -83,9 +114,10 @@ def training_note(facts: dict[str, Any]) -> str:
 def seed_view(row: dict[str, Any], mean: dict[str, Any]) -> dict[str, Any]:
     p = mean["points"]
     half = (p["ci_high"] - p["ci_low"]) / 2
-    title = (f"mean of {p['n_seeds']} seeds {p['values']}; 95% CI [{fmt(p['ci_low'])}, "
-             f"{fmt(p['ci_high'])}]; {training_note(p)}{row['method']}; "
-             f"code {row['code_version']}")
+    marks = "".join(f"{f['mark']}: {f['why']}; " for f in flags(row))
+    title = (f"{marks}mean of {p['n_seeds']} seeds {p['values']}; 95% CI [{fmt(p['ci_low'])}, "
+             f"{fmt(p['ci_high'])}]; {baseline_note(row.get('extra') or {})}"
+             f"{training_note(p)}{row['method']}; code {row['code_version']}")
     return {"status": "ok", "text": f"{fmt(mean['value'])} ± {fmt(half)} (n={p['n_seeds']})",
             "title": title, "sort": repr(mean["value"])}
 
@@ -97,6 +129,17 @@ def task_kind(task: str) -> str | None:
         return tasks.get(task).kind
     except KeyError:
         return None
+
+
+def task_ranking(task: str) -> tuple[bool, str]:
+    """Whether a task's column is ranked and shaded, and if not, why."""
+    try:
+        import tasks
+
+        entry = tasks.get(task)
+        return entry.ranked, entry.unranked_reason
+    except KeyError:
+        return True, ""
 
 
 def leaderboards(rows: list[dict[str, Any]], hardware: dict[str, dict[str, Any]],
@@ -122,9 +165,13 @@ def leaderboards(rows: list[dict[str, Any]], hardware: dict[str, dict[str, Any]]
             metric = headline_of(task, metrics_by_task[task])
             sample = next((newest[k] for k in sorted(newest)
                            if k[0] == fp and k[2] == task and k[3] == metric), None)
+            extra = (sample or {}).get("extra") or {}
+            ranked, why = task_ranking(task)
             columns.append({"task": task, "metric": metric,
                             "unit": sample["unit"] if sample else "",
-                            "higher_is_better": sample["higher_is_better"] if sample else None})
+                            "higher_is_better": sample["higher_is_better"] if sample else None,
+                            "chance": extra.get("chance"), "floor": extra.get("floor"),
+                            "ranked": ranked, "unranked_reason": why})
         board_rows = []
         for arch in archs:
             views = []
@@ -132,8 +179,10 @@ def leaderboards(rows: list[dict[str, Any]], hardware: dict[str, dict[str, Any]]
                 row = newest.get((fp, arch, c["task"], c["metric"]))
                 mean = row and means.get((fp, arch, c["task"], c["metric"], row["config_hash"]))
                 view = seed_view(row, mean) if mean and row["status"] == "ok" else cell_view(row)
-                views.append({**view, "shade": shade(c, mean["value"] if mean else
-                                                     row and row["value"])})
+                floor = ((row or {}).get("extra") or {}).get("floor")
+                views.append({**view, "flags": flags(row),
+                              "shade": shade(c, mean["value"] if mean else row and row["value"],
+                                             floor)})
             board_rows.append({"arch": arch, "cells": views})
         boards.append({"fingerprint": fp, "hardware": hardware.get(fp, {}),
                        "columns": columns, "rows": board_rows})
@@ -142,20 +191,23 @@ def leaderboards(rows: list[dict[str, Any]], hardware: dict[str, dict[str, Any]]
 
 def cell_view(row: dict[str, Any] | None) -> dict[str, Any]:
     if row is None:
-        return {"status": "not run", "text": "not run", "title": "no result", "sort": ""}
+        return {"status": "not run", "text": "not run", "title": "no result", "sort": "",
+                "flags": []}
     if row["status"] != "ok":
         error = (row["error"] or "").strip().splitlines()
         return {"status": row["status"], "text": row["status"],
-                "title": error[-1][:300] if error else row["status"], "sort": ""}
+                "title": error[-1][:300] if error else row["status"], "sort": "", "flags": []}
     spread = f" ± {fmt(row['spread'] / 2)}" if row["spread"] is not None else ""
     ci = (f"95% CI of median [{fmt(row['ci_low'])}, {fmt(row['ci_high'])}]; "
           if row["ci_low"] is not None else "")
-    title = (f"{ci}IQR {fmt(row['spread'])}; n={row['n_samples']}; "
-             f"{training_note(row.get('extra') or {})}method: {row['method']}; "
+    extra = row.get("extra") or {}
+    marks = "".join(f"{f['mark']}: {f['why']}; " for f in flags(row))
+    title = (f"{marks}{ci}IQR {fmt(row['spread'])}; n={row['n_samples']}; "
+             f"{baseline_note(extra)}{training_note(extra)}method: {row['method']}; "
              f"kernel: {row['kernel_path'] or '-'}; {row['device']} {row['dtype']} "
              f"{row['threads']} threads; code {row['code_version']}")
     return {"status": "ok", "text": fmt(row["value"]) + spread, "title": title,
-            "sort": repr(row["value"])}
+            "sort": repr(row["value"]), "flags": flags(row)}
 
 
 def arch_pages(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
