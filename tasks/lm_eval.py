@@ -7,11 +7,18 @@ copy-the-word generation and the perplexity of short written paragraphs, all loc
 among lm-eval's built-in tasks, which work wherever their data is already cached (the cell runs
 with the Hugging Face hubs offline). Each (lm-eval task, metric) is one metric named
 ``<task>/<metric>`` with lm-eval's higher-is-better flag and its stderr as the spread.
+
+The model sees at most ``max_length`` bytes; by default the length the checkpoint was trained
+on (the ``seq_len`` its producer task saved, e.g. lm_bpb's 128), so it is never asked to read
+further back than it learnt to. Requests cut to fit are counted per lm-eval task on each row
+(``truncated_requests``, ``truncations``). The task is shown but not ranked: the shipped tasks
+are a few dozen items each, too few to tell variants apart.
 """
 
 from __future__ import annotations
 
 import difflib
+import logging
 import math
 import os
 from dataclasses import dataclass
@@ -19,8 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import tasks
+from harness import checkpoints
 from harness.context import CellContext
 from tasks.base import Metric, Task
+
+log = logging.getLogger(__name__)
 
 TASK_DIR = Path(__file__).resolve().parent / "lm_eval_tasks"
 SHIPPED = ("archbench_capitals", "archbench_copy", "archbench_prose")
@@ -29,6 +39,21 @@ BOOTSTRAP_ITERS = 1000  # stderr of non-mean aggregates (perplexities); means us
 UNITS = {"acc": "fraction", "acc_norm": "fraction", "exact_match": "fraction",
          "word_perplexity": "perplexity", "byte_perplexity": "perplexity",
          "bits_per_byte": "bits/byte"}
+VERSION = 2  # 2: max_length from the checkpoint's training length; truncations recorded
+DEFAULT_MAX_LENGTH = 512  # bytes, where no training length is known (a fresh model)
+
+
+def _items(file: str) -> int:
+    return sum(1 for line in (TASK_DIR / file).read_text(encoding="utf-8").splitlines()
+               if line.strip())
+
+
+HEADLINE_ITEMS = _items("capitals.jsonl")
+# half-width of a 95% interval of an accuracy near 50% (normal approximation)
+HEADLINE_HALF_WIDTH = 1.959963984540054 * math.sqrt(0.25 / HEADLINE_ITEMS)
+UNRANKED_REASON = (f"the shipped lm-eval tasks have a few dozen items (archbench_capitals: "
+                   f"{HEADLINE_ITEMS}): too few to rank variants (a 95% interval on "
+                   f"{HEADLINE_ITEMS} items spans ±{HEADLINE_HALF_WIDTH:.2f} at 50% accuracy)")
 
 
 @dataclass(frozen=True)
@@ -39,15 +64,18 @@ class Config:
     checkpoint: str = ""
     limit: int = 0  # documents per task; 0: all of them
     batch_size: int = 8
-    max_length: int = 512  # bytes of context; longer contexts are cut on the left
+    # bytes the model sees; longer requests are cut on the left (and counted). 0: the length
+    # the checkpoint was trained on (its saved seq_len), else DEFAULT_MAX_LENGTH
+    max_length: int = 0
 
     def validate(self) -> None:
         if not self.tasks or not all(isinstance(t, str) and t for t in self.tasks):
             raise ValueError("tasks must be a non-empty list of lm-eval task names")
         if self.limit < 0:
             raise ValueError("limit must be >= 0 (0: every document)")
-        if self.batch_size < 1 or self.max_length < 1:
-            raise ValueError("batch_size and max_length must be >= 1")
+        if self.batch_size < 1 or self.max_length < 0:
+            raise ValueError("batch_size must be >= 1 and max_length >= 0 (0: the "
+                             "checkpoint's training length)")
 
 
 def task_manager(names: tuple[str, ...]) -> Any:
@@ -77,6 +105,21 @@ def checkpoint_path(cfg: Config, ctx: CellContext) -> str | None:
         return ctx.checkpoint_path(cfg.checkpoint)
     except ValueError as err:
         raise ValueError(f"lm_eval: {err}") from None
+
+
+def max_length(cfg: Config, path: str | None) -> tuple[int, str]:
+    """The ``max_length`` to evaluate at, and where it came from: the config if set, else the
+    ``seq_len`` the checkpoint at ``path`` records, else :data:`DEFAULT_MAX_LENGTH`."""
+    if cfg.max_length:
+        return cfg.max_length, "config"
+    if path is None:
+        return DEFAULT_MAX_LENGTH, "default (a fresh model has no training length)"
+    seq_len = checkpoints.read_metadata(path).get("extra", {}).get("seq_len")
+    if isinstance(seq_len, int) and seq_len > 0:
+        return seq_len, "checkpoint seq_len"
+    log.warning("lm_eval: checkpoint %s records no training length (seq_len); evaluating at "
+                "max_length %d", path, DEFAULT_MAX_LENGTH)
+    return DEFAULT_MAX_LENGTH, "default (the checkpoint records no training length)"
 
 
 def _model(cfg: Config, ctx: CellContext) -> Any:
@@ -128,7 +171,9 @@ def run(cfg: Config, ctx: CellContext) -> list[Metric]:
 
     manager = task_manager(cfg.tasks)
     model = _model(cfg, ctx)
-    lm = ArchbenchLM(model=model, max_length=cfg.max_length, batch_size=cfg.batch_size,
+    path = checkpoint_path(cfg, ctx)
+    length, source = max_length(cfg, path)
+    lm = ArchbenchLM(model=model, max_length=length, batch_size=cfg.batch_size,
                      device=ctx.device, dtype=ctx.dtype)
     results = lm_eval.simple_evaluate(
         model=lm, tasks=list(cfg.tasks), task_manager=manager, limit=cfg.limit or None,
@@ -136,13 +181,19 @@ def run(cfg: Config, ctx: CellContext) -> list[Metric]:
         numpy_random_seed=ctx.seed, torch_random_seed=ctx.seed, fewshot_random_seed=ctx.seed,
     )
     prefix = (f"lm-evaluation-harness {lm_eval.__version__} simple_evaluate, byte-level "
-              f"archbench adapter, max_length {cfg.max_length}")
+              f"archbench adapter, max_length {length}")
     extra = {"num_params": model.num_params(), "kernel_path": model.kernel_path,
-             "checkpoint": checkpoint_path(cfg, ctx)}
-    return [Metric(**{**m.to_dict(), "extra": extra}) for m in to_metrics(results, prefix)]
+             "checkpoint": path, "max_length": length, "max_length_source": source}
+    out = []
+    for m in to_metrics(results, prefix):
+        cuts = lm.truncations.get(m.name.split("/", 1)[0], {})
+        out.append(Metric(**{**m.to_dict(), "extra": {
+            **extra, "truncated_requests": sum(cuts.values()), "truncations": dict(cuts)}}))
+    return out
 
 
 TASK = tasks.register(Task(
-    name="lm_eval", kind="accuracy", version=1, config_cls=Config, run=run,
+    name="lm_eval", kind="accuracy", version=VERSION, config_cls=Config, run=run,
     headline="archbench_capitals/acc", doc=__doc__ or "", env=dict(OFFLINE),
+    ranked=False, unranked_reason=UNRANKED_REASON,
 ))

@@ -33,8 +33,8 @@ def tiny(arch: str = "mamba") -> torch.nn.Module:
     return architectures.build(arch, **TINY).eval()
 
 
-def req(kind: str, *args: Any) -> Instance:
-    return Instance(request_type=kind, doc={}, arguments=args, idx=0)
+def req(kind: str, *args: Any, task: str | None = None) -> Instance:
+    return Instance(request_type=kind, doc={}, arguments=args, idx=0, metadata=(task, 0, 1))
 
 
 def test_registered_and_built_from_model_args(tmp_path: Path) -> None:
@@ -102,6 +102,64 @@ def test_loglikelihood_matches_forward(arch: str) -> None:
     (full,) = ArchbenchLM(model=model, max_length=512).loglikelihood_rolling(
         [req("loglikelihood_rolling", text)])
     assert full == pytest.approx(direct_logprob(model, [BOS], t), abs=1e-3)
+
+
+class NextByte(torch.nn.Module):
+    """A fake byte model whose greedy choice after byte b is always b + 1 (p about 0.9)."""
+
+    variant = "next-byte"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = torch.nn.Linear(1, 256)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        logits = torch.zeros(*tokens.shape, 256)  # (B, T, V)
+        logits.scatter_(-1, ((tokens + 1) % 256).unsqueeze(-1), 8.0)
+        return logits
+
+
+def test_is_greedy_is_true_exactly_when_every_byte_is_the_argmax() -> None:
+    lm = ArchbenchLM(model=NextByte(), batch_size=2)
+    pairs = [("abc", "def"), ("abc", "dez"), ("abc", "xef"), ("", "\x01\x02")]
+    got = lm.loglikelihood([req("loglikelihood", c, x) for c, x in pairs])
+    assert [greedy for _, greedy in got] == [True, False, False, True]
+    assert got[0][0] > got[1][0] and got[0][0] > got[2][0]
+
+
+@pytest.mark.parametrize("arch", ["transformer", "mamba"])
+def test_is_greedy_of_a_real_model_follows_its_argmax(arch: str) -> None:
+    model = tiny(arch)
+    ctx = encode("Question: capital?")
+    seq = list(ctx)
+    with torch.no_grad():
+        for _ in range(4):
+            seq.append(int(model(torch.tensor([seq]))[0, -1].argmax()))
+        runner_up = int(model(torch.tensor([seq[:-1]]))[0, -1].topk(2).indices[1])
+    greedy, other = seq[len(ctx):], seq[len(ctx):-1] + [runner_up]
+    lm = ArchbenchLM(model=model)
+    got = lm._score([(ctx, greedy), (ctx, other)])
+    assert [g for _, g in got] == [True, False]
+
+
+def test_requests_longer_than_max_length_are_counted_and_logged(
+        caplog: pytest.LogCaptureFixture) -> None:
+    lm = ArchbenchLM(model=NextByte(), max_length=8)
+    with caplog.at_level("WARNING", logger="harness.lm_eval_adapter"):
+        lm.loglikelihood([
+            req("loglikelihood", "abcdefghij", "klm", task="t1"),  # 13 bytes: context cut
+            req("loglikelihood", "a", "bcdefghijkl", task="t1"),  # continuation of 11 > 8
+            req("loglikelihood", "ab", "cdefgh", task="t1"),  # 8 + 1 bytes: fits
+            req("loglikelihood", "abcdefgh", "ij", task="t2"),  # 10: context cut
+        ])
+    assert "3 of 4 loglikelihood requests are longer than max_length 8" in caplog.text
+    assert lm.truncations == {"t1": {"context": 1, "continuation": 1, "prompt": 0},
+                              "t2": {"context": 1, "continuation": 0, "prompt": 0}}
+    lm.loglikelihood_rolling([req("loglikelihood_rolling", "x" * 50, task="t3")])
+    assert "t3" not in lm.truncations  # rolling windows fit by construction
+    lm.model = Scripted(b"0")
+    lm.generate_until([req("generate_until", "a long prompt", {"max_gen_toks": 1}, task="t3")])
+    assert lm.truncations["t3"] == {"context": 0, "continuation": 0, "prompt": 1}
 
 
 class Scripted(torch.nn.Module):
@@ -181,6 +239,36 @@ def test_lm_eval_task_through_harness(tmp_path: Path, db_url: str) -> None:
     assert by_name["archbench_prose/bits_per_byte"]["higher_is_better"] is False
 
 
+def test_lm_eval_reads_max_length_from_the_checkpoint(tmp_path: Path) -> None:
+    from harness.context import CellContext
+    from tasks import lm_eval as task
+
+    path = checkpoints.save(tiny("mamba"), tmp_path / "m.pt", extra={"seq_len": 16})
+    bare = checkpoints.save(tiny("mamba"), tmp_path / "bare.pt")
+    assert task.max_length(task.Config(), str(path)) == (16, "checkpoint seq_len")
+    assert task.max_length(task.Config(max_length=64), str(path)) == (64, "config")
+    assert task.max_length(task.Config(), str(bare))[0] == task.DEFAULT_MAX_LENGTH
+    assert task.max_length(task.Config(), None)[0] == task.DEFAULT_MAX_LENGTH
+    ctx = CellContext(arch="mamba", arch_config=TINY, seed=0, device="cpu", dtype="float32",
+                      threads=1)
+    cfg = task.Config(tasks=("archbench_capitals",), checkpoint=str(path), limit=2)
+    rows = task.run(cfg, ctx)
+    # every capitals prompt ("Question: What is the capital of ...") is longer than 16 bytes:
+    # 2 documents x 4 choices, all cut, counted on every row of the task
+    assert {r.extra["max_length"] for r in rows} == {16}
+    assert {r.extra["truncated_requests"] for r in rows} == {8}
+    assert rows[0].extra["truncations"] == {"context": 8, "continuation": 0, "prompt": 0}
+    assert "max_length 16" in rows[0].method
+
+
+def test_lm_eval_is_shown_but_not_ranked() -> None:
+    from tasks import lm_eval as task
+
+    t = task.TASK
+    assert t.ranked is False and str(task.HEADLINE_ITEMS) in t.unranked_reason
+    assert task.HEADLINE_ITEMS < 200  # grow capitals to >= 200 verified items before ranking
+
+
 def test_lm_eval_task_scores_a_checkpoint(tmp_path: Path) -> None:
     from harness.context import CellContext
     from tasks import lm_eval as task
@@ -193,6 +281,7 @@ def test_lm_eval_task_scores_a_checkpoint(tmp_path: Path) -> None:
     assert set(metrics) == {"archbench_capitals/acc", "archbench_capitals/acc_norm"}
     assert metrics["archbench_capitals/acc"].extra["checkpoint"] == str(path)
     assert metrics["archbench_capitals/acc"].n_samples == 2
+    assert metrics["archbench_capitals/acc"].extra["truncated_requests"] == 0
     wrong = CellContext(arch="transformer", arch_config=TINY, seed=0, device="cpu",
                         dtype="float32", threads=1)
     with pytest.raises(ValueError, match="holds a mamba model"):
