@@ -10,7 +10,17 @@ import importlib
 import pkgutil
 
 from ._common import REGISTRY, ConfigError, Mixer, Variant, register, state_numel
-from .backbone import BackboneConfig, LanguageModel, build, config_keys, get, names, resolve_config
+from .backbone import (
+    BackboneConfig,
+    LanguageModel,
+    build,
+    config_keys,
+    fixed_keys,
+    get,
+    names,
+    resolve_config,
+    same_function,
+)
 
 # Every public module of this package is one variant that registers itself on import, so a new
 # variant is one new file and nothing else to edit. Sorted: registration order is stable.
@@ -28,9 +38,11 @@ __all__ = [
     "Variant",
     "build",
     "config_keys",
+    "fixed_keys",
     "get",
     "names",
     "register",
     "resolve_config",
+    "same_function",
     "state_numel",
 ]

@@ -105,10 +105,23 @@ class Variant:
     # backbone keys this variant sets by default (e.g. moe: n_experts=4), applied before the
     # user's keys; read-only once built
     backbone_defaults: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    # backbone keys that are part of the variant's definition (looped: n_layers=1, one shared
+    # block); a user value that differs is a ConfigError citing `fixed_reason`
+    backbone_fixed: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    fixed_reason: str = ""  # why the keys of backbone_fixed are fixed, for the error message
+    # config keys `sizing.size_for_budget` may move to meet a parameter budget; everything
+    # else (heads, layers, state sizes) is the variant's declared structure and stays put
+    free_knobs: tuple[str, ...] = ("d_model",)
 
     def __post_init__(self) -> None:
-        frozen = MappingProxyType(dict(self.backbone_defaults))
-        object.__setattr__(self, "backbone_defaults", frozen)
+        for attr in ("backbone_defaults", "backbone_fixed"):
+            object.__setattr__(self, attr, MappingProxyType(dict(getattr(self, attr))))
+        if self.backbone_fixed and not self.fixed_reason:
+            raise ValueError(f"{self.name}: backbone_fixed needs a fixed_reason")
+        if set(self.backbone_fixed) & set(self.free_knobs):
+            raise ValueError(f"{self.name}: a key cannot be both fixed and free")
+        if "d_model" not in self.free_knobs:
+            raise ValueError(f"{self.name}: free_knobs must include d_model (the sizer's width)")
         for f in fields(self.config_cls):
             if f.default is MISSING:
                 raise TypeError(f"{self.name}: config key {f.name!r} needs a default")

@@ -4,7 +4,7 @@ embedding -> n_layers x [norm -> mixer -> residual, norm -> MLP(GELU) -> residua
 Axes any variant can turn: where the norms sit (`norm_position`: Pre-LN, Post-LN, Peri-LN) and
 which (`norm`), routed expert MLPs instead of the dense one (`n_experts`, `top_k`), and the stack
 applied `n_loops` times with shared weights. Also the config entry points: `config_keys`,
-`resolve_config` and `build`.
+`fixed_keys`, `resolve_config`, `build` and `same_function`.
 """
 
 from __future__ import annotations
@@ -26,10 +26,13 @@ __all__ = [
     "BackboneConfig",
     "LanguageModel",
     "build",
+    "check_keys",
     "config_keys",
+    "fixed_keys",
     "get",
     "names",
     "resolve_config",
+    "same_function",
 ]
 
 
@@ -78,17 +81,43 @@ def config_keys(name: str) -> list[str]:
         )
     if set(variant.backbone_defaults) - _BACKBONE_KEYS:
         raise TypeError(f"{name}: backbone_defaults names keys that are not backbone keys")
+    if set(variant.backbone_fixed) - _BACKBONE_KEYS:
+        raise TypeError(f"{name}: backbone_fixed names keys that are not backbone keys")
+    if set(variant.free_knobs) - _BACKBONE_KEYS - mixer_keys:
+        raise TypeError(f"{name}: free_knobs names keys that are not config keys")
     return sorted(_BACKBONE_KEYS | mixer_keys)
+
+
+def fixed_keys(name: str) -> dict[str, Any]:
+    """Backbone keys `name` fixes as part of its definition (looped: {"n_layers": 1}).
+
+    A config may repeat a fixed key with the same value; any other value is a ConfigError, so
+    a suite's shared keys must leave these out for this variant.
+    """
+    return dict(get(name).backbone_fixed)
+
+
+def check_keys(name: str, config: dict[str, Any]) -> None:
+    """ConfigError for a key `name` does not accept or a fixed key given another value; the
+    checks that do not depend on the width (the sizer runs them before searching widths)."""
+    variant, allowed = get(name), config_keys(name)
+    unknown = sorted(set(config) - set(allowed))
+    if unknown:
+        raise ConfigError(f"{name}: {_unknown_keys_message(unknown, allowed)}")
+    for key, value in variant.backbone_fixed.items():
+        if key in config and config[key] != value:
+            raise ConfigError(
+                f"{name}: {key} is fixed at {value!r} ({variant.fixed_reason}); "
+                f"got {config[key]!r}"
+            )
 
 
 def _parse(name: str, config: dict[str, Any]) -> tuple[Variant, BackboneConfig, Any]:
     """Validated (variant, backbone config, mixer config); every error is one prefixed line."""
+    check_keys(name, config)
     variant = get(name)
-    allowed = config_keys(name)
-    config = {**variant.backbone_defaults, **config}  # the variant's defaults, then the user's
-    unknown = sorted(set(config) - set(allowed))
-    if unknown:
-        raise ConfigError(f"{name}: {_unknown_keys_message(unknown, allowed)}")
+    # the variant's defaults, its fixed keys, then the user's
+    config = {**variant.backbone_defaults, **variant.backbone_fixed, **config}
     backbone_part = {k: v for k, v in config.items() if k in _BACKBONE_KEYS}
     mixer_part = {k: v for k, v in config.items() if k not in _BACKBONE_KEYS}
     # types (and a plugin config's own validate()) first, then declared ranges and choices
@@ -119,6 +148,18 @@ def build(name: str, **config: Any) -> LanguageModel:
     """A `LanguageModel` of `name`, initialised from the global torch RNG as the caller seeded."""
     variant, backbone, mixer = _parse(name, config)
     return LanguageModel(variant, backbone, mixer)
+
+
+def same_function(name: str, config: dict[str, Any], seq_len: int) -> str | None:
+    """Why `name` with `config` computes the same function as another registered variant at
+    sequence length `seq_len` (e.g. a window >= seq_len is full causal attention), or None.
+
+    Backed by an optional `same_function(seq_len, backbone)` method on the variant's mixer
+    config class; planning uses it to warn about cells that duplicate each other.
+    """
+    _, backbone, mixer = _parse(name, dict(config))
+    check = getattr(mixer, "same_function", None)
+    return None if check is None else check(seq_len, backbone)
 
 
 def _norm(kind: str, d_model: int) -> nn.Module:
@@ -314,6 +355,54 @@ class LanguageModel(nn.Module):
         if not active:
             return total
         return total - sum(b.mlp.idle_params() for b in self.blocks if isinstance(b.mlp, MoE))
+
+    def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
+        """Two AdamW groups, {"params", "weight_decay", "names"}: decayed, then not decayed.
+
+        As nanoGPT and mamba's trainers do, weight decay acts on weight matrices only: every
+        parameter with fewer than 2 dims (norm weights, biases, scalars), the token embedding
+        (the head too when tied to it) and every parameter a module declares as dynamics in its
+        class attribute `no_weight_decay` (names relative to that module; a submodule name
+        covers its parameters: mamba's A_log and D, S4D's log_dt and A, ...) are not decayed.
+        Decaying those pulls them towards 0, an arbitrary point of their space (A_log = 0 is
+        one decay rate for every state), which moves the model's time scales rather than
+        regularising it. Shared parameters appear once. A declared name that matches no
+        parameter is a variant bug: TypeError.
+        """
+        named = dict(self.named_parameters())  # shared parameters once, under their first name
+        keep = {n for n, p in named.items() if p.ndim < 2} | {"embed.weight"}
+        keep |= self._declared_no_decay(named)
+        decay, no_decay = [n for n in named if n not in keep], [n for n in named if n in keep]
+        return [
+            {"params": [named[n] for n in decay], "weight_decay": weight_decay, "names": decay},
+            {"params": [named[n] for n in no_decay], "weight_decay": 0.0, "names": no_decay},
+        ]
+
+    def _declared_no_decay(self, named: dict[str, nn.Parameter]) -> set[str]:
+        """Full names of the parameters modules declare in `no_weight_decay`."""
+        out: set[str] = set()
+        for prefix, module in self.named_modules():
+            for rel in getattr(type(module), "no_weight_decay", ()):
+                full = f"{prefix}.{rel}" if prefix else rel
+                hits = {n for n in named if n == full or n.startswith(full + ".")}
+                if not hits:
+                    raise TypeError(
+                        f"{self.variant}: {type(module).__name__}.no_weight_decay names "
+                        f"{rel!r}, which is no parameter or submodule of it"
+                    )
+                out |= hits
+        return out
+
+    def compute_stats(self) -> dict[str, float]:
+        """Active-compute facts of the last forward: the mean over blocks of each value a
+        mixer's optional `stats()` reports (mod: the fraction of tokens routed through
+        attention); {} when no mixer has one. With n_loops > 1 a block reports its last run."""
+        values: dict[str, list[float]] = {}
+        for block in self.blocks:
+            stats = getattr(block.mixer, "stats", None)
+            for key, value in (stats() if stats is not None else {}).items():
+                values.setdefault(key, []).append(float(value))
+        return {key: sum(v) / len(v) for key, v in sorted(values.items())}
 
     def state_size(self, seq_len: int) -> int:
         """Elements of decoding state per sequence after `seq_len` tokens, summed over layers."""

@@ -41,6 +41,10 @@ class GLAConfig:
 class GLAMixer(DecayAttentionMixer):
     """GLA layer after fla's `GatedLinearAttention`, key width = value width; state (B, H, d, d)."""
 
+    # the decay's bias sets its time scale at init; its low-rank projection is a data-dependent
+    # weight, decayed as mamba's dt_proj weight is
+    no_weight_decay = ("decay.1.bias",)
+
     def __init__(self, d_model: int, n_heads: int, chunk_size: int, scan: str) -> None:
         super().__init__(d_model, n_heads, chunk_size, scan)
         self.decay = nn.Sequential(

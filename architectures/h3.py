@@ -44,6 +44,10 @@ class H3Mixer(nn.Module):
     (oldest first); "h" the diagonal SSM's complex modes as (real, imag) pairs.
     """
 
+    # the skip; the diagonal SSM declares its own dynamics, and the shift SSM's taps are its
+    # C (an ordinary weight, decayed as S4's C is)
+    no_weight_decay = ("D",)
+
     def __init__(self, d_model: int, d_state: int, head_dim: int, conv: str) -> None:
         super().__init__()
         self.d_model, self.d_state, self.kernel_path = d_model, d_state, conv

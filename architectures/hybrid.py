@@ -7,6 +7,7 @@ holds a constant SSM state plus a KV cache for the attention layers only."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
@@ -30,6 +31,16 @@ class HybridConfig:
 
     def check(self, d_model: int) -> None:
         check_heads(d_model, self.n_heads)
+
+    def same_function(self, seq_len: int, backbone: Any) -> str | None:
+        """Every layer attention: the transformer; none: mamba with the same SSM keys."""
+        if self.attn_every == 1:
+            return "attn_every 1 (every layer attention): computes the same function as transformer"
+        if self.attn_every > backbone.n_layers:
+            return (f"attn_every {self.attn_every} > n_layers {backbone.n_layers} (no attention "
+                    f"layer): computes the same function as mamba with d_state {self.d_state}, "
+                    f"d_conv {self.d_conv}, expand {self.expand}")
+        return None
 
 
 def _make(cfg: HybridConfig, d_model: int, layer_idx: int, n_layers: int) -> nn.Module:

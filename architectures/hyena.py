@@ -62,6 +62,10 @@ class Sin(nn.Module):
 class HyenaFilter(nn.Module):
     """Implicit filters: position l -> (n_filters, D) taps, `forward(positions)` -> (n, D, L)."""
 
+    # the reference (safari's HyenaFilter, wd=0) does not decay the implicit filter, and the
+    # per-channel skip b_i is a D-like term
+    no_weight_decay = ("mlp", "bias")
+
     def __init__(self, d_model: int, n_filters: int, filter_dim: int, emb_dim: int) -> None:
         super().__init__()
         self.n_filters, self.d_model = n_filters, d_model

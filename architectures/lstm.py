@@ -29,6 +29,8 @@ class LSTMMixer(nn.Module):
     """One `nn.LSTM` layer (batch first) plus an output projection if expand != 1."""
 
     kernel_path = "aten_lstm"
+    # the gate matrices are weights and decay, as in xLSTM's LSTM block; biases are 1-D
+    no_weight_decay = ()
 
     def __init__(self, d_model: int, expand: int) -> None:
         super().__init__()

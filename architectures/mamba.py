@@ -215,6 +215,10 @@ def selective_scan_chunked(
 class MambaMixer(nn.Module):
     """Mamba-1 block (after state-spaces/mamba `mamba_simple.py`); state {"conv", "ssm"}."""
 
+    # dynamics, not weights: mamba_simple marks A_log and D `_no_weight_decay`; the dt bias
+    # sets the step size (1-D, so undecayed anyway)
+    no_weight_decay = ("A_log", "D", "dt_proj.bias")
+
     def __init__(
         self, d_model: int, n_layers: int, *, d_state: int, d_conv: int, expand: int, dt_rank: int,
         chunk_size: int, scan: str,

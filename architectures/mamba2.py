@@ -127,6 +127,8 @@ class Mamba2Mixer(nn.Module):
     """Mamba-2 block (after state-spaces/mamba `mamba2_simple.py`, one group of B, C);
     state {"conv": (B, E + 2N, d_conv - 1), "ssm": (B, H, P, N)}."""
 
+    no_weight_decay = ("A_log", "D", "dt_bias")  # as mamba2_simple's `_no_weight_decay`
+
     def __init__(
         self, d_model: int, n_layers: int, *, d_state: int, n_heads: int, expand: int,
         d_conv: int, chunk_size: int, scan: str,

@@ -7,11 +7,12 @@ global layers keep the full, linearly growing KV cache. Both layer kinds are the
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
 from ._common import Variant, choice, integer, register
-from .sliding_window import SlidingWindowMixer
+from .sliding_window import SlidingWindowMixer, window_covers
 from .transformer import AttentionMixer, check_heads
 
 __all__ = ["VARIANT", "MasformerConfig"]
@@ -26,6 +27,19 @@ class MasformerConfig:
 
     def check(self, d_model: int) -> None:
         check_heads(d_model, self.n_heads)
+
+    def same_function(self, seq_len: int, backbone: Any) -> str | None:
+        """All layers global, or a window covering the sequence: the transformer; no global
+        layer in the stack: sliding_window."""
+        if self.global_every == 1:
+            return "global_every 1 (every layer global): computes the same function as transformer"
+        covers = window_covers(self.window, seq_len)
+        if covers is not None:
+            return covers
+        if self.global_every > backbone.n_layers:
+            return (f"global_every {self.global_every} > n_layers {backbone.n_layers} (no global "
+                    "layer): computes the same function as sliding_window")
+        return None
 
 
 def _make(cfg: MasformerConfig, d_model: int, layer_idx: int, n_layers: int) -> nn.Module:

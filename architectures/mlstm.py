@@ -146,6 +146,9 @@ def mlstm_chunked(
 class MLSTMMixer(nn.Module):
     """mLSTM layer: q, k, v and gates from the input; state (C, n, m) as above."""
 
+    # the gate biases set the forget time scales (xLSTM decays only >= 2-D weights)
+    no_weight_decay = ("gates.bias",)
+
     def __init__(self, d_model: int, n_heads: int, chunk_size: int, scan: str) -> None:
         super().__init__()
         check_head_split(d_model, n_heads)

@@ -1,32 +1,58 @@
 """Mixture of depths: a learned per-token router decides which tokens the attention sublayer
-processes; the others skip it through the residual stream. Routed outputs are scaled by the
-router weight so the router learns. The paper's top-capacity routing ranks tokens over the whole
-sequence, which is not causal; here each token is routed on its own score (sigmoid > 0.5), the
-causal rule MoD itself uses when decoding, so one sequence's routing never depends on later
-tokens or on other sequences. Skipped tokens are not attended to by later tokens. This
-pure-PyTorch form still computes projections for every token (it measures routing quality,
-not the compute saving) and its cache keeps every token's keys plus the routing flags."""
+processes, under a capacity; the others skip it through the residual stream. Routed outputs are
+scaled by the router weight so the router learns. The paper routes the top capacity x T tokens
+of the whole sequence, which is not causal (whether token t is routed depends on later tokens'
+scores, so training leaks the future and decoding cannot reproduce it); MoD decodes with a
+separate predictor trained to imitate top-k. Here the capacity holds on every prefix instead:
+token t wants attention when sigmoid(router) > 0.5 and gets it while fewer than
+floor(capacity (t + 1)) earlier tokens were routed (first come, first served), so at most
+capacity x (t + 1) of the first t + 1 tokens are ever routed, one sequence's routing never
+depends on later tokens or other sequences, and decoding routes exactly as the parallel form.
+Skipped tokens are not attended to by later tokens. The fraction routed in the last forward is
+reported by `stats()` (the active compute). This pure-PyTorch form still computes projections
+for every token (it measures routing quality, not the compute saving) and its cache keeps every
+token's keys plus the routing flags."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._common import Variant, integer, register
+from ._common import ConfigError, Variant, integer, register
 from .transformer import AttentionMixer, check_heads
 
-__all__ = ["VARIANT", "ModConfig", "RoutedAttentionMixer"]
+__all__ = ["VARIANT", "ModConfig", "RoutedAttentionMixer", "capacity_route"]
 
 
 @dataclass(frozen=True)
 class ModConfig:
     n_heads: int = integer(4)  # head width = d_model / n_heads, even for RoPE
+    capacity: float = 0.5  # most tokens routed through attention, as a fraction of every prefix
 
     def check(self, d_model: int) -> None:
         check_heads(d_model, self.n_heads)
+        if not 0 < self.capacity <= 1:
+            raise ConfigError(f"config key 'capacity' must be in (0, 1]; got {self.capacity}")
+
+
+def capacity_route(want: Tensor, capacity: float) -> Tensor:
+    """Tokens admitted first come, first served under a prefix budget: want (B, T) bool ->
+    routed (B, T) bool, with routed_t = want_t and (routed before t) < floor(capacity (t + 1)).
+
+    The count R_t = min(R_{t-1} + want_t, budget_t) unrolls to R = M + min(0, cummin(budget - M))
+    with M = cumsum(want), so the rule runs in parallel; routed_t is where R steps up. Budgets
+    are computed in float64 on the CPU, exactly as `step` computes them in Python.
+    """
+    t = want.shape[1]
+    pos = torch.arange(1, t + 1, dtype=torch.float64)
+    budget = torch.floor(capacity * pos).long().to(want.device)  # (T,)
+    wanted = want.long().cumsum(1)  # (B, T)
+    count = wanted + (budget - wanted).cummin(1).values.clamp(max=0)  # R, (B, T)
+    return torch.diff(count, dim=1, prepend=count.new_zeros(count.shape[0], 1)) > 0
 
 
 class RoutedAttentionMixer(AttentionMixer):
@@ -34,18 +60,21 @@ class RoutedAttentionMixer(AttentionMixer):
 
     kernel_path = "sdpa_routed"
 
-    def __init__(self, d_model: int, n_heads: int, n_layers: int) -> None:
+    def __init__(self, d_model: int, n_heads: int, n_layers: int, capacity: float) -> None:
         super().__init__(d_model, n_heads, n_layers)
+        self.capacity = capacity
         self.router = nn.Linear(d_model, 1)
         nn.init.normal_(self.router.weight, std=0.02)
         nn.init.zeros_(self.router.bias)
+        self.routed_fraction: Tensor | None = None  # of the last forward, detached
 
-    def _route(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        weight = torch.sigmoid(self.router(x).squeeze(-1))  # (B, T)
-        return weight, weight > 0.5
+    def _weight(self, x: Tensor) -> Tensor:
+        return torch.sigmoid(self.router(x).squeeze(-1))  # (B, T)
 
     def forward(self, x: Tensor) -> Tensor:
-        weight, routed = self._route(x)
+        weight = self._weight(x)
+        routed = capacity_route(weight > 0.5, self.capacity)  # (B, T)
+        self.routed_fraction = routed.float().mean().detach()
         q, k, v = self._qkv(x, 0)  # (B, H, T, hd)
         t = x.shape[1]
         causal = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
@@ -53,14 +82,23 @@ class RoutedAttentionMixer(AttentionMixer):
         y = self._merge(F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None]))
         return y * (weight * routed)[..., None]  # skipped tokens add nothing
 
+    def stats(self) -> dict[str, float]:
+        """Fraction of the last forward's tokens routed through attention ({} before any)."""
+        if self.routed_fraction is None:
+            return {}
+        return {"routed_fraction": self.routed_fraction.item()}
+
     def init_state(self, batch_size: int, *, device: torch.device,
                    dtype: torch.dtype) -> dict[str, Tensor]:
         state = super().init_state(batch_size, device=device, dtype=dtype)
         return {**state, "routed": torch.zeros(batch_size, 0, device=device, dtype=torch.bool)}
 
     def step(self, x_t: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        weight, routed_t = self._route(x_t)  # (B, 1)
-        q, k, v = self._qkv(x_t, state["k"].shape[2])
+        t = state["k"].shape[2]  # position of this token
+        weight = self._weight(x_t)  # (B, 1)
+        budget = math.floor(self.capacity * (t + 1))
+        routed_t = (weight > 0.5) & (state["routed"].sum(1, keepdim=True) < budget)  # (B, 1)
+        q, k, v = self._qkv(x_t, t)
         k = torch.cat([state["k"], k], dim=2)  # (B, H, t+1, hd)
         v = torch.cat([state["v"], v], dim=2)
         routed = torch.cat([state["routed"], routed_t], dim=1)  # (B, t+1)
@@ -74,14 +112,14 @@ class RoutedAttentionMixer(AttentionMixer):
 
 
 def _make(cfg: ModConfig, d_model: int, layer_idx: int, n_layers: int) -> nn.Module:
-    return RoutedAttentionMixer(d_model, cfg.n_heads, n_layers)
+    return RoutedAttentionMixer(d_model, cfg.n_heads, n_layers, cfg.capacity)
 
 
 VARIANT = register(
     Variant(
         name="mod",
         family="mixture of depths",
-        version=1,
+        version=2,  # routing under a per-prefix capacity (version 1 had no capacity)
         papers=(
             "Mixture-of-Depths: Dynamically allocating compute in transformer-based language "
             "models",

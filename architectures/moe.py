@@ -9,6 +9,7 @@ forward is `model.aux_loss`. Total parameters grow with n_experts, active ones w
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
@@ -24,6 +25,13 @@ class MoEConfig:
 
     def check(self, d_model: int) -> None:
         check_heads(d_model, self.n_heads)
+
+    def same_function(self, seq_len: int, backbone: Any) -> str | None:
+        """No experts is the dense transformer; one expert gets every token with weight 1."""
+        if backbone.n_experts <= 1:
+            return (f"n_experts {backbone.n_experts} (a dense MLP): computes the same function "
+                    "as transformer")
+        return None
 
 
 def _make(cfg: MoEConfig, d_model: int, layer_idx: int, n_layers: int) -> nn.Module:

@@ -43,6 +43,8 @@ def retention_decays(n_heads: int) -> Tensor:
 class RetentionMixer(DecayAttentionMixer):
     """Multi-scale retention with GroupNorm and swish gate; state (B, H, d, d)."""
 
+    no_weight_decay = ()  # the decays gamma_h are fixed buffers, not parameters
+
     def __init__(self, d_model: int, n_heads: int, chunk_size: int, scan: str) -> None:
         super().__init__(d_model, n_heads, chunk_size, scan)
         self.register_buffer("log_gamma", retention_decays(n_heads), persistent=False)

@@ -141,6 +141,9 @@ def wkv_chunked(
 class RWKVTimeMix(nn.Module):
     """RWKV-4 time-mix block; state {"x": previous input, "num", "den", "max"}, each (B, D)."""
 
+    # decay, bonus and token-shift curves (RWKV-LM decays only 2-D ".weight" matrices)
+    no_weight_decay = ("time_decay", "time_first", "time_mix_k", "time_mix_v", "time_mix_r")
+
     def __init__(
         self, d_model: int, layer_idx: int, n_layers: int, chunk_size: int, scan: str
     ) -> None:

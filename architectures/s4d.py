@@ -47,6 +47,9 @@ class DiagonalSSM(nn.Module):
     (..., C, N/2) complex. C is folded into the input map: the state is C * h, so y = 2 Re(sum).
     """
 
+    # S4's `register(...)` gives A and dt weight decay 0; C is an ordinary weight
+    no_weight_decay = ("log_dt", "log_A_real", "A_imag")
+
     def __init__(
         self, channels: int, d_state: int, init: str = "lin", dt_min: float = 1e-3,
         dt_max: float = 1e-1,
@@ -109,6 +112,8 @@ class S4DMixer(nn.Module):
 
     State {"h": (B, D, N/2, 2)}: the complex modes stored as (real, imag) pairs.
     """
+
+    no_weight_decay = ("D",)  # the skip; the SSM's dynamics are declared by DiagonalSSM
 
     def __init__(self, d_model: int, d_state: int, init: str, conv: str) -> None:
         super().__init__()

@@ -1,10 +1,12 @@
 """Fair sizing: the residual width that brings each variant to the same parameter budget.
 
 The fairness checklist (LRA; *Never Train from Scratch*) asks for one parameter budget across
-variants. `size_for_budget` searches `d_model` (everything else as the caller gave it) for the
-total parameter count nearest the budget; widths a variant refuses (heads that do not split the
-width into even halves, ...) raise ConfigError and are skipped. Where no width is within the
-tolerance and the caller did not pin `n_heads`, fewer heads are tried (a finer width grid).
+variants. `size_for_budget` searches `d_model` for the total (or active) parameter count nearest
+the budget, with every other key as the caller and the variant's defaults give it: heads,
+layers and state sizes are the variant's declared structure, so the sizer never changes them
+on its own (only knobs a variant lists in `free_knobs`, and it reports those). Widths a variant
+refuses (heads that do not split the width into even halves, ...) raise ConfigError and are
+skipped; where no width is within the tolerance the sizer raises and names the knob to set.
 Models are counted on the `meta` device, so no weights are allocated (CPU as a fallback).
 """
 
@@ -12,17 +14,20 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from ._common import ConfigError
-from .backbone import build, config_keys, resolve_config
+from .backbone import build, check_keys, config_keys, fixed_keys, get, resolve_config
 
-__all__ = ["Sized", "count_params", "size_all", "size_for_budget"]
+__all__ = ["MATCHES", "Sized", "count_params", "size_all", "size_for_budget"]
 
 MAX_D_MODEL = 1 << 14  # widest width searched
+
+
+MATCHES = ("total", "active")  # which parameter count a budget is matched on
 
 
 @dataclass(frozen=True)
@@ -34,7 +39,10 @@ class Sized:
     total_params: int
     active_params: int  # parameters one token passes through (MoE); else equal to total
     budget: int
-    rel_error: float  # (total_params - budget) / budget
+    rel_error: float  # (matched count - budget) / budget
+    matched: str = "total"  # which count was matched to the budget: "total" or "active"
+    # free knobs other than d_model the sizer set (only those a variant declares in free_knobs)
+    moved: dict[str, Any] = field(default_factory=dict)
 
 
 def count_params(name: str, *, non_embedding: bool = False, **config: Any) -> tuple[int, int]:
@@ -94,96 +102,122 @@ def _first_valid_below(count: CountFn, d: int) -> int | None:
     return next((w for w in range(d - 1, 0, -1) if count(w) is not None), None)
 
 
-def _total(count: CountFn, width: int | None) -> float:
+def _size(count: CountFn, width: int | None, which: int) -> float:
+    """The matched count (0: total, 1: active) at `width`; inf where it does not build."""
     counted = None if width is None else count(width)
-    return float("inf") if counted is None else counted[0]
+    return float("inf") if counted is None else counted[which]
 
 
-def _closest_width(count: CountFn, budget: int) -> int | None:
-    """The accepted width whose total is nearest `budget` (totals grow with width).
+def _bracket(count: CountFn, budget: int, which: int) -> list[int]:
+    """The accepted widths just below and at-or-above the budget (counts grow with width).
 
-    f(d) = total of the first accepted width >= d is non-decreasing, so doubling brackets the
-    first d with f(d) >= budget and bisection finds it; the answer is that width or the
-    accepted width just below it.
+    f(d) = count of the first accepted width >= d is non-decreasing, so doubling brackets the
+    first d with f(d) >= budget and bisection finds it; the answer is that width and the
+    accepted width just below it (either may be missing).
     """
     lo, hi = 1, 8
-    while _total(count, _first_valid(count, hi, 2 * hi)) < budget:
+    while _size(count, _first_valid(count, hi, 2 * hi), which) < budget:
         if hi >= MAX_D_MODEL:
-            return _first_valid_below(count, MAX_D_MODEL + 1)
+            widest = _first_valid_below(count, MAX_D_MODEL + 1)
+            return [] if widest is None else [widest]
         lo, hi = hi + 1, 2 * hi
     limit = _first_valid(count, hi, 2 * hi)
     assert limit is not None
     while lo < hi:
         mid = (lo + hi) // 2
-        if _total(count, _first_valid(count, mid, limit)) >= budget:
+        if _size(count, _first_valid(count, mid, limit), which) >= budget:
             hi = mid
         else:
             lo = mid + 1
     above = _first_valid(count, hi, limit)
     below = _first_valid_below(count, above) if above is not None else None
-    widths = [w for w in (below, above) if w is not None]
-    return min(widths, key=lambda w: abs(_total(count, w) - budget)) if widths else None
+    return [w for w in (below, above) if w is not None]
 
 
-def _head_options(name: str, config: dict[str, Any]) -> list[dict[str, Any]]:
-    """The caller's config first; then, if n_heads is free, its default halved down to 1."""
+def _options(name: str, config: dict[str, Any]) -> list[dict[str, Any]]:
+    """The caller's config; then, for each knob besides d_model that the variant declares free
+    and the caller left unset, its (integer) default halved down to 1, one knob at a time."""
     options = [config]
-    if "n_heads" in config_keys(name) and "n_heads" not in config:
-        heads = resolve_config(name, **config).get("n_heads", 1)
-        while heads > 1:
-            heads //= 2
-            options.append({**config, "n_heads": heads})
+    defaults = resolve_config(name)
+    for knob in get(name).free_knobs:
+        value = defaults.get(knob)
+        if knob == "d_model" or knob in config or not isinstance(value, int):
+            continue
+        while value > 1:
+            value //= 2
+            options.append({**config, knob: value})
     return options
+
+
+def _structure_hint(config: dict[str, Any]) -> str:
+    """The knob a user can set when no width fits: heads set the width grid, else depth."""
+    knob = next((k for k in ("n_heads", "head_dim") if k in config), "n_layers")
+    return (f"set {knob} (now {config[knob]}) or another structure key explicitly, or widen "
+            "the tolerance")
 
 
 def size_for_budget(
     name: str, param_budget: int, *, tolerance: float = 0.05, non_embedding: bool = False,
-    **config: Any
+    match: str = "total", **config: Any
 ) -> Sized:
-    """Size variant `name` to `param_budget` total parameters by choosing `d_model`
-    (non-embedding parameters with `non_embedding`, see :func:`count_params`).
+    """Size variant `name` to `param_budget` parameters by choosing `d_model`.
 
-    `config` fixes every other key (vocab_size, n_layers, ...). Raises ValueError naming the
-    variant, the budget and the closest achievable count when no width is within `tolerance`.
+    `match` says which count meets the budget: "total" or "active" (what one token uses; they
+    differ for routed experts); non-embedding counts with `non_embedding` (see
+    :func:`count_params`). `config` and the variant's defaults fix every other key: the sizer
+    moves only the knobs the variant declares free (`Variant.free_knobs`, d_model by default)
+    and reports any it moved besides d_model in `Sized.moved`. Raises ValueError naming the
+    variant, the budget, the closest count and width, and the knob to set when no width is
+    within `tolerance`.
     """
     if "d_model" in config:
         raise ValueError(f"{name}: d_model is what size_for_budget chooses; do not pass it")
     if param_budget < 1 or tolerance < 0:
         raise ValueError(f"{name}: need param_budget >= 1 and tolerance >= 0")
-    closest: tuple[float, dict[str, Any], int, tuple[int, int]] | None = None
-    for option in _head_options(name, config):
+    if match not in MATCHES:
+        raise ValueError(f"{name}: match must be one of {', '.join(MATCHES)}; got {match!r}")
+    check_keys(name, config)  # errors no width can fix
+    which = MATCHES.index(match)
+    best: tuple[float, dict[str, Any], int, tuple[int, int], str] | None = None
+    for option in _options(name, config):
         count = _counter(name, option, non_embedding)
-        width = _closest_width(count, param_budget)
-        if width is None:
-            continue
-        total, active = count(width)  # type: ignore[misc]
-        rel = (total - param_budget) / param_budget
-        if closest is None or abs(rel) < abs(closest[0]):
-            closest = (rel, option, width, (total, active))
-        if abs(rel) <= tolerance:
+        widths = _bracket(count, param_budget, which)
+        seen = ", ".join(f"{_size(count, w, which):,.0f} at d_model={w}" for w in widths)
+        for width in widths:
+            counted = count(width)
+            assert counted is not None
+            rel = (counted[which] - param_budget) / param_budget
+            if best is None or abs(rel) < abs(best[0]):
+                best = (rel, option, width, counted, seen)
+        if best is not None and abs(best[0]) <= tolerance:
             break
-    if closest is None:
+    if best is None:
         raise ValueError(f"{name}: no d_model up to {MAX_D_MODEL} builds with config {config}")
-    rel, option, width, (total, active) = closest
+    rel, option, width, (total, active), seen = best
     if abs(rel) > tolerance:
+        kind = f"{match} {'non-embedding ' if non_embedding else ''}parameters"
         raise ValueError(
-            f"{name}: no d_model gives {param_budget:,} parameters within {tolerance:.0%}; "
-            f"closest is {total:,} at d_model={width}"
+            f"{name}: no d_model gives {param_budget:,} {kind} within {tolerance:.0%} with its "
+            f"declared structure; closest is {(total, active)[which]:,} at d_model={width} "
+            f"(widths around the budget: {seen}); "
+            f"{_structure_hint(resolve_config(name, **option, d_model=width))}"
         )
     resolved = resolve_config(name, **option, d_model=width)
-    return Sized(name, resolved, total, active, param_budget, rel)
+    moved = {k: v for k, v in option.items() if k not in config}
+    return Sized(name, resolved, total, active, param_budget, rel, match, moved)
 
 
 def size_all(
     names: Sequence[str], budget: int, *, tolerance: float = 0.05, non_embedding: bool = False,
-    **config: Any
+    match: str = "total", **config: Any
 ) -> list[Sized]:
-    """`size_for_budget` for each name; keys of `config` a variant does not accept are dropped,
-    so shared keys (n_heads, d_state, ...) apply where they mean something."""
+    """`size_for_budget` for each name with one `match` for all; shared keys of `config` that a
+    variant does not accept, or that it fixes (looped's n_layers), are dropped, so shared keys
+    (n_heads, d_state, n_layers, ...) apply where they mean something."""
     out = []
     for name in names:
-        keys = set(config_keys(name))
+        keys = set(config_keys(name)) - set(fixed_keys(name))
         own = {k: v for k, v in config.items() if k in keys}
         out.append(size_for_budget(name, budget, tolerance=tolerance,
-                                   non_embedding=non_embedding, **own))
+                                   non_embedding=non_embedding, match=match, **own))
     return out

@@ -24,6 +24,7 @@ __all__ = [
     "SlidingWindowMixer",
     "sliding_window_blocked",
     "sliding_window_ref",
+    "window_covers",
 ]
 
 
@@ -35,6 +36,18 @@ class SlidingWindowConfig:
 
     def check(self, d_model: int) -> None:
         check_heads(d_model, self.n_heads)
+
+    def same_function(self, seq_len: int, backbone: Any) -> str | None:
+        """A window that covers the whole sequence is full causal attention."""
+        return window_covers(self.window, seq_len)
+
+
+def window_covers(window: int, seq_len: int) -> str | None:
+    """The same-function reason when every query's window reaches back to the first token."""
+    if window >= seq_len:
+        return (f"window {window} >= sequence length {seq_len}: computes the same function as "
+                "transformer")
+    return None
 
 
 def band_mask(t: int, window: int, device: torch.device | None = None) -> Tensor:

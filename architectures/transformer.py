@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +33,16 @@ class TransformerConfig:
 
     def check(self, d_model: int) -> None:
         check_heads(d_model, self.n_heads)
+
+    def same_function(self, seq_len: int, backbone: Any) -> str | None:
+        """The backbone axes can turn the transformer into moe or looped."""
+        if backbone.n_experts:
+            return (f"n_experts {backbone.n_experts} on the transformer: computes the same "
+                    "function as moe")
+        if backbone.n_layers == 1 and backbone.n_loops > 1:
+            return (f"one block looped {backbone.n_loops} times: computes the same function as "
+                    "looped")
+        return None
 
 
 def _rope(x: Tensor, inv_freq: Tensor, start: int) -> Tensor:

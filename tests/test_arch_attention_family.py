@@ -23,7 +23,8 @@ SMALL = {"vocab_size": 31, "d_model": 32, "n_layers": 2, "n_heads": 4, "chunk_si
 
 def small_model(name: str, **overrides: object) -> architectures.LanguageModel:
     keys = set(architectures.config_keys(name))
-    config = {k: v for k, v in {**SMALL, **overrides}.items() if k in keys}
+    shared = {k: v for k, v in SMALL.items() if k not in architectures.fixed_keys(name)}
+    config = {k: v for k, v in {**shared, **overrides}.items() if k in keys}
     torch.manual_seed(0)
     return architectures.build(name, **config)
 

@@ -1,6 +1,8 @@
-"""Backbone axes (norm placement, experts, looping) and the moe, looped and block_state variants."""
+"""Backbone axes (norm placement, experts, looping); the moe, mod, looped, block_state variants."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
@@ -9,6 +11,7 @@ import architectures
 from architectures import ConfigError, state_numel
 from architectures.backbone import MLP, MoE, balance_loss
 from architectures.block_state import block_attention, block_attention_ref
+from architectures.mod import capacity_route
 
 VOCAB, T = 31, 40
 SMALL = {"vocab_size": VOCAB, "d_model": 32, "n_layers": 2, "n_heads": 4, "chunk_size": 8,
@@ -17,7 +20,8 @@ SMALL = {"vocab_size": VOCAB, "d_model": 32, "n_layers": 2, "n_heads": 4, "chunk
 
 def small_model(name: str, **overrides: object) -> architectures.LanguageModel:
     keys = set(architectures.config_keys(name))
-    config = {k: v for k, v in {**SMALL, **overrides}.items() if k in keys}
+    shared = {k: v for k, v in SMALL.items() if k not in architectures.fixed_keys(name)}
+    config = {k: v for k, v in {**shared, **overrides}.items() if k in keys}
     torch.manual_seed(0)
     return architectures.build(name, **config)
 
@@ -150,7 +154,7 @@ def test_experts_on_any_mixer_decode_like_forward(name: str, top_k: int) -> None
 def test_looped_shares_one_block_and_keeps_a_state_per_run() -> None:
     config = architectures.resolve_config("looped")
     assert (config["n_layers"], config["n_loops"]) == (1, 4)
-    looped = small_model("looped", n_layers=1, n_loops=4).eval()
+    looped = small_model("looped", n_loops=4).eval()
     single = small_model("transformer", n_layers=1)
     assert len(looped.blocks) == 1
     assert looped.num_params() == single.num_params()
@@ -159,16 +163,58 @@ def test_looped_shares_one_block_and_keeps_a_state_per_run() -> None:
     assert looped.state_size(16) == 4 * single.state_size(16)
 
 
+def test_looped_fixes_one_block() -> None:
+    assert architectures.fixed_keys("looped") == {"n_layers": 1}
+    assert architectures.fixed_keys("transformer") == {}
+    assert architectures.resolve_config("looped", n_layers=1)["n_layers"] == 1  # same value: ok
+    with pytest.raises(ConfigError, match=r"^looped: n_layers is fixed at 1 \(looped is one "
+                                          r"shared block .*\); got 2$"):
+        architectures.build("looped", n_layers=2)
+
+
 @torch.no_grad()
-def test_looped_once_is_the_transformer() -> None:
+def test_looped_once_is_the_transformer_and_a_stack_loops_in_order() -> None:
     x = tokens(2, 12)
-    looped = small_model("looped", n_layers=2, n_loops=1)
-    torch.testing.assert_close(looped(x), small_model("transformer")(x), atol=0, rtol=0)
-    twice = small_model("looped", n_layers=2, n_loops=2)
+    looped = small_model("looped", n_layers=1, n_loops=1)
+    single = small_model("transformer", n_layers=1)
+    torch.testing.assert_close(looped(x), single(x), atol=0, rtol=0)
+    twice = small_model("transformer", n_layers=2, n_loops=2)  # any variant can loop a stack
     h = twice.embed(x)
     for block in [*twice.blocks, *twice.blocks]:
         h = block(h)
     torch.testing.assert_close(twice(x), twice.head(twice.norm(h)))
+
+
+@pytest.mark.parametrize("capacity", [0.1, 0.5, 0.77, 1.0])
+def test_mod_capacity_route_is_first_come_first_served(capacity: float) -> None:
+    want = torch.rand(4, 50, generator=torch.Generator().manual_seed(0)) > 0.3
+    routed = capacity_route(want, capacity)
+    for row_want, row in zip(want.tolist(), routed.tolist(), strict=True):
+        count = 0
+        for t, (w, r) in enumerate(zip(row_want, row, strict=True)):
+            assert r == (w and count < math.floor(capacity * (t + 1)))
+            count += r
+            assert count <= capacity * (t + 1)  # every prefix within capacity
+
+
+def test_mod_routes_within_capacity_and_reports_it() -> None:
+    model = small_model("mod", capacity=0.25).eval()
+    assert model.compute_stats() == {}  # before any forward
+    with torch.no_grad():  # router bias up: every token wants attention, capacity decides
+        for block in model.blocks:
+            block.mixer.router.bias.fill_(10.0)
+    assert_step_matches_forward(model, 20)
+    mixer = model.blocks[0].mixer
+    routed = capacity_route(mixer._weight(torch.zeros(1, 20, SMALL["d_model"])) > 0.5, 0.25)
+    assert routed.sum().item() == math.floor(0.25 * 20)
+    assert model.compute_stats() == {"routed_fraction": pytest.approx(5 / 20)}
+    assert small_model("transformer").compute_stats() == {}
+
+
+@pytest.mark.parametrize("capacity", [0, 1.5, -0.5])
+def test_mod_capacity_is_validated(capacity: float) -> None:
+    with pytest.raises(ConfigError, match=r"^mod: config key 'capacity' must be in \(0, 1\]"):
+        architectures.build("mod", capacity=capacity)
 
 
 def _attention_inputs(length: int) -> list[torch.Tensor]:

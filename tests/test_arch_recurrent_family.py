@@ -27,7 +27,8 @@ def _gen(seed: int = 0) -> torch.Generator:
 
 def small_model(name: str, **overrides: object) -> architectures.LanguageModel:
     keys = set(architectures.config_keys(name))
-    config = {k: v for k, v in {**SMALL, **overrides}.items() if k in keys}
+    shared = {k: v for k, v in SMALL.items() if k not in architectures.fixed_keys(name)}
+    config = {k: v for k, v in {**shared, **overrides}.items() if k in keys}
     torch.manual_seed(0)
     return architectures.build(name, **config)
 

@@ -33,9 +33,10 @@ FAST_REF = [
 def small_model(name: str, **overrides: object) -> architectures.LanguageModel:
     """Tiny float32 model of `name`, seed 0; keys the variant does not accept are dropped."""
     keys = set(architectures.config_keys(name))
+    shared = {k: v for k, v in SMALL.items() if k not in architectures.fixed_keys(name)}
     torch.manual_seed(0)
     return architectures.build(
-        name, **{k: v for k, v in {**SMALL, **overrides}.items() if k in keys}
+        name, **{k: v for k, v in {**shared, **overrides}.items() if k in keys}
     )
 
 

@@ -49,8 +49,9 @@ def loss_of(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor)
 def small_model(name: str) -> architectures.LanguageModel:
     keys = set(architectures.config_keys(name))
     extra = {"max_seq_len": 2 * PREFIX + 1} if "max_seq_len" in keys else {}
+    shared = {k: v for k, v in MODEL.items() if k not in architectures.fixed_keys(name)}
     torch.manual_seed(0)
-    return architectures.build(name, **MODEL, **extra)
+    return architectures.build(name, **shared, **extra)
 
 
 @pytest.fixture(autouse=True)

@@ -33,12 +33,17 @@ SMALL = {
 }
 
 
+def small_config(name: str, **overrides: object) -> dict[str, object]:
+    """SMALL less the keys `name` does not accept or fixes, then `overrides`."""
+    keys = set(architectures.config_keys(name))
+    shared = {k: v for k, v in SMALL.items() if k not in architectures.fixed_keys(name)}
+    return {k: v for k, v in {**shared, **overrides}.items() if k in keys}
+
+
 def small_model(name: str, **overrides: object) -> architectures.LanguageModel:
     """Tiny float32 model of `name`, seed 0; keys the variant does not accept are dropped."""
-    keys = set(architectures.config_keys(name))
-    config = {k: v for k, v in {**SMALL, **overrides}.items() if k in keys}
     torch.manual_seed(0)
-    return architectures.build(name, **config)
+    return architectures.build(name, **small_config(name, **overrides))
 
 
 def tokens(batch: int, length: int, seed: int = 0) -> torch.Tensor:
@@ -261,3 +266,55 @@ def test_state_numel_counts_per_sequence() -> None:
     assert state_numel(state) == 2 * 5 + 4
     with pytest.raises(ValueError, match="batch"):
         state_numel([torch.zeros(3, 2), torch.zeros(2, 2)])
+
+
+# (variant, its keys, the variant it reduces to, that one's keys) at length T, n_layers 2
+SAME_FUNCTION = [
+    ("sliding_window", {"window": T}, "transformer", {}),
+    ("masformer", {"window": T + 5}, "transformer", {}),
+    ("masformer", {"global_every": 1, "window": 8}, "transformer", {}),
+    ("masformer", {"global_every": 3, "window": 8}, "sliding_window", {"window": 8}),
+    ("hybrid", {"attn_every": 1}, "transformer", {}),
+    ("hybrid", {"attn_every": 3}, "mamba", {}),
+    ("looped", {"n_loops": 1}, "transformer", {"n_layers": 1}),
+    ("moe", {"n_experts": 0}, "transformer", {}),
+    ("transformer", {"n_experts": 4, "top_k": 2}, "moe", {}),
+    ("transformer", {"n_layers": 1, "n_loops": 4}, "looped", {}),
+]
+
+
+@pytest.mark.parametrize(("name", "keys", "other", "other_keys"), SAME_FUNCTION,
+                         ids=[f"{c[0]}-{c[2]}-{i}" for i, c in enumerate(SAME_FUNCTION)])
+@torch.no_grad()
+def test_same_function_warnings_are_true(name: str, keys: dict, other: str,
+                                         other_keys: dict) -> None:
+    reason = architectures.same_function(name, small_config(name, **keys), T)
+    assert reason is not None and f"computes the same function as {other}" in reason
+    assert "\n" not in reason
+    x = tokens(2, T)
+    # same seed, same config: the same weights, so the logits are exactly equal
+    assert torch.equal(small_model(name, **keys)(x), small_model(other, **other_keys)(x))
+
+
+@pytest.mark.parametrize(("name", "keys"), [
+    ("sliding_window", {"window": T - 1}),
+    ("masformer", {"window": 8}),
+    ("hybrid", {"attn_every": 2}),
+    ("looped", {"n_loops": 2}),
+])
+@torch.no_grad()
+def test_distinct_settings_give_no_warning_and_differ(name: str, keys: dict) -> None:
+    assert architectures.same_function(name, small_config(name, **keys), T) is None
+    x = tokens(2, T)
+    other = small_model("transformer", n_layers=1 if name == "looped" else 2)
+    assert not torch.allclose(small_model(name, **keys)(x), other(x))
+
+
+def test_same_function_reasons() -> None:
+    assert architectures.same_function("sliding_window", {"window": 64}, 49) == (
+        "window 64 >= sequence length 49: computes the same function as transformer")
+    assert architectures.same_function("sliding_window", {"window": 64}, 65) is None
+    one_expert = architectures.same_function("moe", {"n_experts": 1, "top_k": 1}, 8)
+    assert one_expert is not None and one_expert.endswith("same function as transformer")
+    assert all(architectures.same_function(n, {}, 16) is None
+               for n in ("transformer", "mamba", "moe", "mod", "block_state"))
