@@ -42,6 +42,16 @@ def parser() -> argparse.ArgumentParser:
                     "give each cores/N threads with --threads")
     rn.add_argument("--checkpoints", metavar="DIR", help="where trained models are saved "
                     "(default: $ARCHBENCH_CHECKPOINTS or results/checkpoints)")
+    rn.add_argument("--dry-run", action="store_true",
+                    help="print the plan (cells, warnings, ETA) and run nothing")
+
+    pl = sub.add_parser("plan", help="print a suite's cells, warnings and an ETA; runs nothing")
+    pl.add_argument("--suite", required=True, help="shipped suite name or path to YAML")
+    pl.add_argument("--device", help="override the suite's device (cpu, cuda, cuda:N)")
+    pl.add_argument("--dtype", help="override the suite's dtype")
+    pl.add_argument("--threads", type=int, help="override the suite's thread count")
+    pl.add_argument("--jobs", type=int, default=1, metavar="N",
+                    help="accuracy cells run N at a time (divides their share of the ETA)")
 
     st = sub.add_parser("site", help="render the static leaderboard")
     st.add_argument("--out", default="site-out", help="output folder (wiped first)")
@@ -89,8 +99,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.jobs < 1:
         raise SuiteError(f"--jobs: must be an integer >= 1, got {args.jobs}")
+    if args.dry_run:
+        return cmd_plan(args)
     s = suite.load(args.suite, device=args.device, dtype=args.dtype, threads=args.threads)
     cells = plan.plan(s)
+    for line in plan.warnings(cells):
+        print(f"archbench: warning: {line}", file=sys.stderr)
     if args.checkpoints:  # the cell processes inherit it
         os.environ["ARCHBENCH_CHECKPOINTS"] = str(Path(args.checkpoints).resolve())
     engine = db.connect(args.db)
@@ -114,6 +128,43 @@ def cmd_run(args: argparse.Namespace) -> int:
     if report.interrupted:
         print("archbench: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """The cells a run would measure (finished ones marked), the plan's warnings and an ETA."""
+    from harness import db, plan, suite
+
+    if args.jobs < 1:
+        raise SuiteError(f"--jobs: must be an integer >= 1, got {args.jobs}")
+    s = suite.load(args.suite, device=args.device, dtype=args.dtype, threads=args.threads)
+    cells = plan.plan(s)
+    url = db.resolve_url(args.db)
+    existing = not url.startswith("sqlite:///") or Path(url.removeprefix("sqlite:///")).is_file()
+    engine = db.connect(args.db) if existing else None  # a plan never creates a database
+    history = db.wall_times(engine) if engine is not None else {}
+    done: set[str] = set()
+    if engine is not None and cells:  # what `run` would skip: same hardware and code version
+        from harness.hardware import fingerprint
+        from harness.provenance import code_version
+
+        done = db.done_cells(engine, fingerprint(cells[0].device).fingerprint, code_version())
+    todo = [c for c in cells if c.cell_id not in done]
+    import tasks
+
+    for c in cells:
+        mark = "done" if c.cell_id in done else "todo"
+        print(f"{mark}  {c.cell_id}  {c.arch:<18} {c.task:<18} seed {c.seed}")
+    for line in plan.warnings(cells):
+        print(f"warning: {line}")
+    accuracy = [c for c in todo if tasks.get(c.task).kind == "accuracy"]
+    rest = [c for c in todo if tasks.get(c.task).kind != "accuracy"]
+    acc_s, known_a = plan.estimate(accuracy, history)
+    rest_s, known_r = plan.estimate(rest, history)
+    eta = acc_s / args.jobs + rest_s
+    print(f"{len(cells)} cells, {len(cells) - len(todo)} already done, {len(todo)} to run; "
+          f"ETA ~{eta / 60:.0f} min with --jobs {args.jobs} ({known_a + known_r} of {len(todo)} "
+          f"estimates from earlier runs, the rest guessed)")
     return 0
 
 
@@ -144,8 +195,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"list": cmd_list, "run": cmd_run, "site": cmd_site, "export": cmd_export,
-            "doctor": cmd_doctor}
+COMMANDS = {"list": cmd_list, "run": cmd_run, "plan": cmd_plan, "site": cmd_site,
+            "export": cmd_export, "doctor": cmd_doctor}
 
 if __name__ == "__main__":
     os.environ.setdefault("PYTHONUNBUFFERED", "1")

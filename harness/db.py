@@ -219,6 +219,17 @@ def results(engine: Engine) -> list[dict[str, Any]]:
         return [_as_dict(r) for r in s.scalars(select(Result).order_by(Result.id))]
 
 
+def wall_times(engine: Engine) -> dict[tuple[str, str], list[float]]:
+    """Wall seconds of every finished cell, by (architecture, task): what planning's ETA reads."""
+    stmt = select(Result.cell_id, Result.arch, Result.task, Result.wall_s).where(
+        Result.status.in_(DONE_STATUSES), Result.wall_s.is_not(None)).distinct()
+    out: dict[tuple[str, str], list[float]] = {}
+    with Session(engine) as s:
+        for _, arch, task, wall in s.execute(stmt):
+            out.setdefault((arch, task), []).append(float(wall))
+    return out
+
+
 def hardware(engine: Engine) -> dict[str, dict[str, Any]]:
     with Session(engine) as s:
         return {h.fingerprint: h.stable for h in s.scalars(select(HardwareRow))}

@@ -9,6 +9,7 @@ from typing import Any
 
 import architectures
 import tasks
+from harness.configs import build_config
 from harness.suite import Suite
 
 
@@ -91,3 +92,45 @@ def plan(suite: Suite) -> list[Cell]:
                         threads=suite.hardware.threads, sweep_key=key,
                     ))
     return cells
+
+
+def task_config(cell: Cell) -> Any:
+    """The cell's task config as its dataclass (the plan stores it as a dict)."""
+    return build_config(tasks.get(cell.task).config_cls, cell.task_config, cell.task)
+
+
+def warnings(cells: list[Cell]) -> list[str]:
+    """What a careful reader should know before the cells run, one line each; so far: a
+    variant that computes the same function as another at a task's length (a window at least
+    as long as every sequence), which would fill the board with duplicate rows."""
+    out: dict[str, None] = {}
+    for cell in cells:
+        length = getattr(task_config(cell), "model_seq_len", None)  # trained tasks declare it
+        if length is None:
+            continue
+        reason = architectures.same_function(cell.arch, cell.arch_config, int(length))
+        if reason:
+            out[f"{cell.arch} x {cell.task}: {reason}"] = None
+    return list(out)
+
+
+DEFAULT_CELL_S = {"accuracy": 60.0, "efficiency": 10.0}  # guesses when no history exists
+
+
+def estimate(cells: list[Cell], history: dict[tuple[str, str], list[float]]
+             ) -> tuple[float, int]:
+    """Seconds the cells may take, and how many estimates came from ``history``: the median
+    wall time of earlier results of the same (architecture, task), else of the same task, else
+    a fixed guess per task kind. A rough figure, meant for planning only."""
+    by_task: dict[str, list[float]] = {}
+    for (_, task), walls in history.items():
+        by_task.setdefault(task, []).extend(walls)
+    total, known = 0.0, 0
+    for cell in cells:
+        walls = history.get((cell.arch, cell.task)) or by_task.get(cell.task)
+        if walls:
+            total += sorted(walls)[len(walls) // 2]
+            known += 1
+        else:
+            total += DEFAULT_CELL_S.get(tasks.get(cell.task).kind, 60.0)
+    return total, known

@@ -18,7 +18,9 @@ SUITES_DIR = Path(__file__).parent / "suites"
 TOP_KEYS = ("architectures", "description", "hardware", "model", "name", "seeds", "tasks",
             "timeout_s")
 HARDWARE_KEYS = ("device", "dtype", "threads")
-BUDGET_KEYS = ("param_budget", "param_tolerance")  # model: keys that size d_model per variant
+# model: keys that size d_model per variant; param_match: which count the budget matches
+BUDGET_KEYS = ("param_budget", "param_tolerance", "param_match")
+PARAM_MATCHES = ("total", "active")
 DTYPES = ("bfloat16", "float16", "float32")
 DEVICE_RE = re.compile(r"^(cpu|cuda(:\d+)?)$")
 
@@ -126,12 +128,21 @@ def _sweep(where: str, entry: dict[str, Any]) -> tuple[str, tuple[Any, ...]] | N
     return str(key), tuple(values)
 
 
+def _shared(name: str, model: dict[str, Any]) -> dict[str, Any]:
+    """The suite's shared ``model:`` keys that apply to architecture ``name``: those its
+    variant fixes (looped's single shared block) are left out, so a suite-wide ``n_layers``
+    never changes a variant's declared structure; a per-variant entry that does is an error."""
+    fixed = architectures.fixed_keys(name) if name in architectures.names() else {}
+    return {k: v for k, v in model.items() if k not in fixed}
+
+
 def _resolve(where: str, kind: str, entries: dict[str, dict[str, Any]], module: Any,
              base: dict[str, Any]) -> dict[str, dict[str, Any]]:
     out = {}
     for name, cfg in entries.items():
         try:
-            out[name] = module.resolve_config(name, **{**base, **cfg})
+            shared = _shared(name, base) if kind == "architecture" else base
+            out[name] = module.resolve_config(name, **{**shared, **cfg})
         except RegistryError as err:
             raise SuiteError(f"{where}: {err}") from None
         except ConfigError as err:
@@ -149,6 +160,10 @@ def _sized(where: str, budget: dict[str, Any], entries: dict[str, dict[str, Any]
 
     target = budget.get("param_budget")
     tolerance = budget.get("param_tolerance", 0.05)
+    match = budget.get("param_match", "total")
+    if match not in PARAM_MATCHES:
+        raise SuiteError(f"{where}.param_match: must be one of {', '.join(PARAM_MATCHES)}, "
+                         f"got {match!r}")
     if not isinstance(target, int) or isinstance(target, bool) or target < 1:
         raise SuiteError(f"{where}.param_budget: must be an integer >= 1 (non-embedding "
                          f"parameters), "
@@ -159,14 +174,14 @@ def _sized(where: str, budget: dict[str, Any], entries: dict[str, dict[str, Any]
                          f"got {tolerance!r}")
     out = {}
     for name, entry in entries.items():
-        config = {**model, **entry}
+        config = {**_shared(name, model), **entry}
         if "d_model" in config:
             raise SuiteError(f"{where}: d_model and param_budget both set for {name}; "
                              "param_budget chooses d_model, so set one of them")
         keys = set(architectures.config_keys(name))
         try:
             sized = size_for_budget(name, target, tolerance=float(tolerance),
-                                    non_embedding=True,
+                                    non_embedding=True, match=match,
                                     **{k: v for k, v in config.items() if k in keys})
         except (ValueError, ConfigError) as err:
             raise SuiteError(f"{where}.param_budget: {err}") from None

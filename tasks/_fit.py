@@ -86,9 +86,8 @@ class Run:
                  solved_at: float | None = None) -> None:
         self.model, self.ctx, self.lr, self.steps = model, ctx, lr, steps
         self.batch_size, self.warmup_frac = batch_size, warmup_frac
-        groups = model.param_groups(weight_decay) if hasattr(model, "param_groups") else \
-            model.parameters()  # TODO(lead): drop once every model has param_groups
-        self.opt = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+        # decay on weight matrices only: each variant declares its no-decay parameters
+        self.opt = torch.optim.AdamW(model.param_groups(weight_decay), lr=lr)
         self.rng = np.random.default_rng(ctx.seed + 17)  # same minibatches for every LR
         self.x_all, self.y_all = torch.from_numpy(data[0]), torch.from_numpy(data[1])
         self.val = val if val is not None and len(val[0]) else None

@@ -52,6 +52,12 @@ def test_mqar_targets_are_the_bound_values() -> None:
         assert (tgt[:6] == -100).all()
 
 
+def _small(name: str) -> dict:
+    """d_model 32, two layers, less what the variant fixes (looped is one shared block)."""
+    fixed = architectures.fixed_keys(name)
+    return {k: v for k, v in {"d_model": 32, "n_layers": 2}.items() if k not in fixed}
+
+
 def test_metric_non_finite_becomes_failed() -> None:
     m = Metric(name="accuracy", unit="fraction", value=math.nan)
     assert m.status == "failed" and m.value is None and "non-finite" in m.error
@@ -63,7 +69,7 @@ def test_metric_non_finite_becomes_failed() -> None:
                                   if architectures.get(n).causal])
 def test_mqar_score_does_not_move_with_eval_batch_size(name: str) -> None:
     cfg = build_config(mqar.Config, {"n_pairs": 4, "n_keys": 16, "test_size": 48}, "mqar")
-    ctx = CellContext(arch=name, arch_config={"d_model": 32, "n_layers": 2}, seed=0,
+    ctx = CellContext(arch=name, arch_config=_small(name), seed=0,
                       device="cpu", dtype="float32", threads=1)
     model = ctx.build_model(vocab_size=cfg.vocab_size)
     _, (x, y) = mqar.splits(cfg, seed=0)
@@ -98,7 +104,7 @@ def test_mqar_score_does_not_move_with_padding_side(name: str) -> None:
     """Mixed-length MQAR, scored with right and left padding at several batch sizes: the same
     score, and every row's logits equal those of the row run alone, unpadded."""
     x, y, rows, pad = _mixed_length_mqar()
-    ctx = CellContext(arch=name, arch_config={"d_model": 32, "n_layers": 2}, seed=0,
+    ctx = CellContext(arch=name, arch_config=_small(name), seed=0,
                       device="cpu", dtype="float32", threads=1)
     model = ctx.build_model(vocab_size=pad + 1)
     scores = {(side, b): _seqtask.evaluate(model, (x, y), ctx, batch_size=b,
@@ -122,7 +128,7 @@ def test_naive_left_padding_would_leak_into_the_scores(name: str) -> None:
     """The control for the test above: fed straight to the model, left pads reach the real
     tokens through the recurrent state or attention, so the invariance is not automatic."""
     _, _, rows, pad = _mixed_length_mqar()
-    ctx = CellContext(arch=name, arch_config={"d_model": 32, "n_layers": 2}, seed=0,
+    ctx = CellContext(arch=name, arch_config=_small(name), seed=0,
                       device="cpu", dtype="float32", threads=1)
     model = ctx.build_model(vocab_size=pad + 1)
     batch, _ = _seqtask.pad_rows(rows, pad, "left")
@@ -150,7 +156,7 @@ def test_accuracy_task_reports_exactly_the_metrics_it_declares(
     monkeypatch.setenv(_seqtask.CACHE_ENV, str(tmp_path))
     over = {k: v for k, v in TINY_TRAINING.items() if k in tasks.config_keys(name)}
     if name == "lm_bpb":
-        over.update(seq_len=16, eval_bytes=256, save_checkpoint=False)
+        over.update(seq_len=16, min_context=8, eval_bytes=256, save_checkpoint=False)
     cfg = build_config(task.config_cls, over, name)
     ctx = CellContext(arch="lstm", arch_config={"d_model": 16, "n_layers": 1}, seed=0,
                       device="cpu", dtype="float32", threads=1)
@@ -160,3 +166,6 @@ def test_accuracy_task_reports_exactly_the_metrics_it_declares(
         assert m.status == "ok" and m.unit == declared[m.name].unit
         assert m.higher_is_better is declared[m.name].higher_is_better
         assert m.extra["num_params"] > 0 and m.extra["token_budget"] > 0 and "lr" in m.extra
+        if m.name == task.headline or m.unit == "fraction":  # every accuracy row's baselines
+            assert m.extra["chance"] is not None and m.extra["floor"] is not None, m.name
+            assert m.extra["floor_strategy"], m.name
