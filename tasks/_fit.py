@@ -11,6 +11,9 @@ Talwalkar 2016; the resumable form of Hyperband's inner loop, Li et al. 2018):
 - after rung ``r`` (``steps / eta**(R-1-r)`` steps) the best ``1/eta`` of the candidates by
   validation score go on, the rest are cut there. With 4 candidates and ``eta = 2`` the rungs
   end at steps/4, steps/2 and steps, and the search costs 4/4 + 2/4 + 1/2 = 2 full runs;
+- candidates whose validation scores lie within ``TIE`` of the best are ranked by their
+  training loss over the last rung instead: before a phase change (induction heads, parity)
+  every LR sits at chance on validation, and the loss is the only signal that separates them;
 - validation runs every ``eval_every`` steps; a candidate whose validation score reaches
   ``solved_at`` is solved and ends the search (nothing can beat it on validation), which is
   where most of the budget is saved on easy tasks;
@@ -38,6 +41,7 @@ from harness.context import CellContext
 
 AUX_WEIGHT = 0.01  # Switch Transformer's load-balancing coefficient
 IMPROVING = 0.01  # validation gain over the last quarter of the budget that means "still learning"
+TIE = 0.02  # validation scores this close cannot rank candidates: training loss decides
 SEARCHES = ("halving", "grid")
 
 Data = tuple[np.ndarray, np.ndarray]
@@ -152,6 +156,12 @@ class Run:
     def best_score(self) -> float:
         return -math.inf if self.best is None else self.best[0]
 
+    def recent_loss(self, steps: int) -> float:
+        """Mean training loss over the last ``steps`` steps (inf before any)."""
+        tail = self.losses[-max(1, steps) :]
+        return float(np.mean(tail)) if tail else math.inf
+
+
     def finish(self) -> Fit:
         """Restore the best validation weights; what the run did."""
         tail = self.losses[-max(1, len(self.losses) // 10) :]
@@ -162,6 +172,21 @@ class Run:
             fit.val_accuracy, fit.best_step = self.best[0], self.best[1]
         self.model.eval()
         return fit
+
+
+def ranked(runs: dict[float, Run], alive: list[float], window: int) -> list[float]:
+    """``alive`` LRs best first: by validation score, except that those within ``TIE`` of the
+    best score are ordered by their training loss over the last ``window`` steps (ties after
+    that: grid order)."""
+    top = max(runs[lr].best_score for lr in alive)
+
+    def key(lr: float) -> tuple[bool, float, int]:
+        run = runs[lr]
+        if run.best_score >= top - TIE:
+            return (False, run.recent_loss(window), alive.index(lr))
+        return (True, -run.best_score, alive.index(lr))
+
+    return sorted(alive, key=key)
 
 
 def converged(fit: Fit, steps: int) -> tuple[bool, str]:
@@ -212,13 +237,13 @@ def search(build: Callable[[], torch.nn.Module], train_set: Data, val_set: Data,
                 break
         if winner is not None:
             break
-        if i < len(ends) - 1:  # keep the best 1/eta by validation (ties: the grid's order)
+        if i < len(ends) - 1:  # keep the best 1/eta (see :func:`ranked`)
             keep = max(1, math.ceil(len(alive) / eta))
-            ranked = sorted(alive, key=lambda lr: -runs[lr].best_score)
-            for lr in ranked[keep:]:
+            order = ranked(runs, alive, end - (ends[i - 1] if i else 0))
+            for lr in order[keep:]:
                 cut_at[lr] = runs[lr].step
-            alive = [lr for lr in alive if lr in ranked[:keep]]
-    if winner is None:
+            alive = [lr for lr in alive if lr in order[:keep]]
+    if winner is None:  # the best validation score; the test split is never consulted
         winner = max(alive, key=lambda lr: (runs[lr].best_score, -alive.index(lr)))
     fits = {lr: run.finish() for lr, run in runs.items()}
     record = {f"{lr:g}": {"val_accuracy": f.val_accuracy, "train_loss": f.train_loss,

@@ -15,10 +15,15 @@ After an open bracket the answer is just its partner; after a close it is the br
 below, which must be remembered, possibly from far back. The classes are token ids (the close
 brackets and EMPTY), so the argmax over the vocabulary is the prediction.
 
-Chance is ``1 / (k + 1)`` (0.25 with the defaults). The best predictor that sees only the
-current token scores ~0.65 with the defaults: it is right after every open and guesses after a
-close. All rows have the same length, so there is no padding. Scored by argmax accuracy over
+Chance is ``1 / (k + 1)`` (0.25 with the defaults). The floor is the best predictor that sees
+only the current token: a table from input token to its most frequent target, fitted on
+``FLOOR_SIZE`` sequences of a stream of its own (``FLOOR_SEED``, never a split of any run), then
+scored on the test set. It is right after every open and guesses after a close; ~0.65 with the
+defaults. All rows have the same length, so there is no padding. Scored by argmax accuracy over
 every position of held-out sequences.
+
+Length: ``length`` (T) is independent of the content (types, depth, ``p_open``); the minimum is
+2. The default budget is solved by the LSTM, mamba and the transformer (see ``Config``).
 """
 
 from __future__ import annotations
@@ -35,6 +40,10 @@ from tasks.base import Metric, Task
 # tokens: opens 0..k-1, the matching closes k..2k-1, then EMPTY (a target class, never an input)
 
 VERSION = 1
+MIN_LENGTH = 2
+# the floor's own sample: beyond the split streams 3s .. 3s + 2 of every seed s below 2**40
+FLOOR_SEED = 2**42
+FLOOR_SIZE = 4_000
 
 
 @dataclass(frozen=True)
@@ -52,8 +61,8 @@ class Config(_seqtask.TrainConfig):
             raise ValueError("n_types must be >= 1")
         if self.max_depth < 1:
             raise ValueError("max_depth must be >= 1")
-        if self.length < 2:
-            raise ValueError("length must be >= 2")
+        if self.length < MIN_LENGTH:
+            raise ValueError(f"length must be >= {MIN_LENGTH}, got {self.length}")
         if not 0 < self.p_open < 1:
             raise ValueError("p_open must be in (0, 1) so both moves occur")
         _seqtask.check_budget(self)
@@ -61,6 +70,11 @@ class Config(_seqtask.TrainConfig):
     @property
     def seq_len(self) -> int:
         return self.length
+
+    @property
+    def model_seq_len(self) -> int:
+        """The longest sequence a model reads (train and test rows are alike)."""
+        return self.seq_len
 
     @property
     def empty(self) -> int:
@@ -94,12 +108,36 @@ def generate(cfg: Config, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return seq, targets
 
 
+def chance(cfg: Config) -> float:
+    """Accuracy of a uniform guess over the answers: the k closes and EMPTY."""
+    return 1.0 / (cfg.n_types + 1)
+
+
+def current_token_table(cfg: Config) -> np.ndarray:
+    """(V,) the most frequent target after each input token (smallest id on ties), counted
+    over ``FLOOR_SIZE`` sequences from ``FLOOR_SEED``, never the test set."""
+    seq, targets = generate(cfg, FLOOR_SIZE, FLOOR_SEED)
+    counts = np.zeros((cfg.vocab_size, cfg.vocab_size), dtype=np.int64)
+    np.add.at(counts, (seq.ravel(), targets.ravel()), 1)
+    return counts.argmax(1)
+
+
+def floor(cfg: Config, test_set: _seqtask.Data) -> tuple[float, str]:
+    """Accuracy over ``test_set``'s scored positions of the current-token table."""
+    seq, targets = test_set
+    guess = current_token_table(cfg)[seq]
+    scored = targets != -100
+    return (float(np.mean(guess[scored] == targets[scored])),
+            "the current token alone (its most frequent answer)")
+
+
 def run(cfg: Config, ctx: CellContext) -> list[Metric]:
     return _seqtask.run_task(
         cfg, ctx, generate, version=VERSION,
         name="dyck", vocab_size=cfg.vocab_size, seq_len=cfg.seq_len,
         what="positions",
-        hint="raise length or n_types so the task has enough distinct sequences")
+        hint="raise length or n_types so the task has enough distinct sequences",
+        chance=chance(cfg), floor=lambda t: floor(cfg, t))
 
 
 TASK = tasks.register(Task(

@@ -22,7 +22,14 @@ defaults, digits 0-9 in percent, is
 
     12.0  11.3  10.8  10.2  9.6  9.3  9.2  8.8  9.3  9.4
 
+The floor is the root operator alone: a table from the root operator (the first token) to its
+most frequent value, fitted on ``FLOOR_SIZE`` expressions of a stream of its own
+(``FLOOR_SEED``, never a split of any run), then scored on the test set; ~0.2 with the defaults.
 Scored by argmax accuracy over the query positions of held-out sequences.
+
+Length: ``max_len`` bounds the expression (T = max_len + 1) independently of the nesting and
+argument knobs; the minimum is ``MIN_EXPR`` = 4, the shortest expression. No small model solves
+the default budget (see ``Config``).
 """
 
 from __future__ import annotations
@@ -45,6 +52,9 @@ OPERATORS = (MIN, MAX, MED, SM)
 MIN_EXPR = 4  # the shortest expression: ``[OP d d ]``
 
 VERSION = 1
+# the floor's own sample: beyond the split streams 3s .. 3s + 2 of every seed s below 2**40
+FLOOR_SEED = 2**42
+FLOOR_SIZE = 4_000
 
 
 @dataclass(frozen=True)
@@ -64,7 +74,8 @@ class Config(_seqtask.TrainConfig):
         if self.max_args < 2:
             raise ValueError("max_args must be >= 2 (every operator takes at least two)")
         if self.max_len < MIN_EXPR:
-            raise ValueError(f"max_len must be >= {MIN_EXPR}, the shortest expression")
+            raise ValueError(f"max_len must be >= {MIN_EXPR} (the shortest expression), "
+                             f"got {self.max_len}")
         if not 0 <= self.p_branch <= 1:
             raise ValueError("p_branch must be in [0, 1]")
         _seqtask.check_budget(self)
@@ -72,6 +83,11 @@ class Config(_seqtask.TrainConfig):
     @property
     def seq_len(self) -> int:
         return self.max_len + 1
+
+    @property
+    def model_seq_len(self) -> int:
+        """The longest sequence a model reads (train and test rows are alike)."""
+        return self.seq_len
 
     @property
     def vocab_size(self) -> int:
@@ -131,13 +147,37 @@ def generate(cfg: Config, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return seq, targets
 
 
+def chance(cfg: Config) -> float:
+    """Accuracy of a uniform guess over the ten digits."""
+    return 0.1
+
+
+def root_operator_table(cfg: Config) -> np.ndarray:
+    """(V,) the most frequent value of the expressions whose root is each operator token
+    (smallest digit on ties), counted over ``FLOOR_SIZE`` expressions from ``FLOOR_SEED``, never
+    the test set; rows of non-operator tokens are unused."""
+    seq, targets = generate(cfg, FLOOR_SIZE, FLOOR_SEED)
+    counts = np.zeros((cfg.vocab_size, 10), dtype=np.int64)
+    np.add.at(counts, (seq[:, 0], targets.max(1)), 1)  # one scored position per row
+    return counts.argmax(1)
+
+
+def floor(cfg: Config, test_set: _seqtask.Data) -> tuple[float, str]:
+    """Accuracy over ``test_set``'s query positions of the root-operator table."""
+    seq, targets = test_set
+    guess = root_operator_table(cfg)[seq[:, :1]]  # (n, 1): one answer per expression
+    scored = targets != -100
+    return (float(np.mean(np.broadcast_to(guess, seq.shape)[scored] == targets[scored])),
+            "the root operator alone (its most frequent value)")
+
+
 def run(cfg: Config, ctx: CellContext) -> list[Metric]:
     return _seqtask.run_task(
         cfg, ctx, generate, version=VERSION,
         name="listops", vocab_size=cfg.vocab_size, seq_len=cfg.seq_len,
         what="query positions",
         hint="raise max_len, max_args or max_depth so the task has enough distinct sequences",
-        pad=PAD)
+        pad=PAD, chance=chance(cfg), floor=lambda t: floor(cfg, t))
 
 
 TASK = tasks.register(Task(

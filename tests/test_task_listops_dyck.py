@@ -149,3 +149,7 @@ def test_tiny_run_reports_accuracy(name: str, tmp_path, monkeypatch) -> None:
     metrics = tasks.get(name).run(cfg, ctx)
     acc = metrics[0]
     assert acc.name == "accuracy" and acc.status == "ok" and 0 <= acc.value <= 1
+    mod = MODULES[name]
+    test = _seqtask.cached_splits(mod.generate, cfg, 0, name=name, version=mod.VERSION)[0][2]
+    assert acc.extra["chance"] == mod.chance(cfg)
+    assert (acc.extra["floor"], acc.extra["floor_strategy"]) == mod.floor(cfg, test)
