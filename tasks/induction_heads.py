@@ -4,7 +4,12 @@ A sequence of ``seq_len`` random tokens from ``n_symbols`` symbols contains a sp
 token once, at a random position, followed by a value token. The last position is the trigger
 again, and the model must predict the value that followed its first occurrence (the pattern
 ``... t v ... t -> v`` that an induction head implements). The trigger occurs nowhere else.
+``seq_len`` sets the length independently of the content (one trigger-value pair).
 Scored by argmax accuracy at the final position of held-out sequences.
+
+Chance is ``1 / n_symbols``. The floor, the best answer that ignores the trigger, is the most
+frequent symbol of the context (ties to the smallest id): the value is one of its symbols, so
+this beats chance, most of all in short sequences.
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ from harness.context import CellContext
 from tasks import _seqtask
 from tasks.base import Metric, Task
 
-VERSION = 2  # 2: train/validation/test streams of the shared protocol
+VERSION = 3  # 3: chance and trivial-strategy floor on the accuracy row
+
+FLOOR = "the most frequent symbol of the context (ties: smallest id)"
 
 
 @dataclass(frozen=True)
@@ -29,14 +36,20 @@ class Config(_seqtask.TrainConfig):
 
     def validate(self) -> None:
         if self.seq_len < 3:
-            raise ValueError("seq_len must be >= 3 (trigger, value, trigger)")
+            raise ValueError(f"seq_len must be >= 3 (trigger, value, trigger), "
+                             f"got {self.seq_len}")
         if self.n_symbols < 2:
-            raise ValueError("n_symbols must be >= 2")
+            raise ValueError(f"n_symbols must be >= 2, got {self.n_symbols}")
         _seqtask.check_budget(self)
 
     @property
     def trigger(self) -> int:
         return self.n_symbols
+
+    @property
+    def model_seq_len(self) -> int:
+        """The longest sequence a model reads (train and test alike)."""
+        return self.seq_len
 
     @property
     def vocab_size(self) -> int:
@@ -55,11 +68,27 @@ def generate(cfg: Config, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return seq, targets
 
 
+def chance(cfg: Config) -> float:
+    """A uniform guess over the ordinary symbols."""
+    return 1 / cfg.n_symbols
+
+
+def floor(cfg: Config, data: _seqtask.Data) -> tuple[float, str]:
+    """Accuracy of :data:`FLOOR` over the scored positions of ``data``."""
+    tokens, targets = data
+    onehot = tokens[:, :, None] == np.arange(cfg.n_symbols)  # (n, T, n_symbols)
+    seen = np.cumsum(onehot, axis=1) - onehot  # symbols strictly before each position
+    guess = np.argmax(seen, axis=2)  # (n, T); argmax takes the smallest id on ties
+    scored = targets != -100
+    return float((guess[scored] == targets[scored]).mean()), FLOOR
+
+
 def run(cfg: Config, ctx: CellContext) -> list[Metric]:
     return _seqtask.run_task(
         cfg, ctx, generate, version=VERSION,
         name="induction_heads", vocab_size=cfg.vocab_size,
         seq_len=cfg.seq_len, what="final (trigger) positions",
+        chance=chance(cfg), floor=lambda t: floor(cfg, t),
         hint="raise seq_len or n_symbols so the task has enough distinct sequences")
 
 

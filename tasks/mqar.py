@@ -1,11 +1,23 @@
 """Multi-query associative recall (MQAR, Zoology): recall the value bound to each queried key.
 
-A sequence holds ``n_pairs`` key-value pairs, then the same keys queried in a shuffled order:
-``k1 v1 ... kn vn | q1 ... qn``. At each query position the model must predict the value bound
-to that key. Answers are not fed back as inputs (that would let the last queries be solved by
-elimination). The model is trained from scratch on seeded synthetic data and scored by test
-accuracy over query positions. Train and test sequences come from separate seeded streams, and
-test sequences that also occur in the training set are dropped, so the splits are disjoint.
+Sequence length, number of pairs and vocabulary are separate knobs, as in Zoology (Arora et al.
+2023). A sequence of ``seq_len`` tokens opens with ``n_pairs`` key-value pairs ``k1 v1 ... kn
+vn`` (distinct keys from ``n_keys`` key tokens, values drawn with replacement from a disjoint
+alphabet of ``n_keys`` value tokens). The remaining ``seq_len - 2 * n_pairs`` positions hold the
+``n_pairs`` keys again, each once, in a shuffled order at random positions, and filler in
+between: noise tokens drawn from their own alphabet of ``n_noise`` tokens, so the filler names
+no key and no value and gives no answer away. At each query position the model must predict the
+value bound to that key, so the recall distance (query to its pair) is spread from a few tokens
+to nearly ``seq_len``: a local window shorter than the sequence cannot answer most queries.
+
+Answers are not fed back (Zoology follows each query with its value): each key is queried once,
+so a fed-back value would never answer a later query, and leaving it out keeps the minimum
+length at ``3 * n_pairs`` (16 pairs leave 16 filler positions at T = 64).
+
+Chance is ``1 / n_keys``. The floor is the strongest answer that ignores which key is queried:
+the most frequent value of the context (ties to the smallest id), which beats chance only where
+values repeat. Train, validation and test sequences come from separate seeded streams made
+disjoint by the shared protocol (tasks/_seqtask.py).
 """
 
 from __future__ import annotations
@@ -22,44 +34,80 @@ from tasks.base import Metric, Task
 
 AUX_WEIGHT = _seqtask.AUX_WEIGHT
 
-VERSION = 2  # 2: train/validation/test streams of the shared protocol
+VERSION = 3  # 3: seq_len knob, queries spread among noise filler; chance and floor on the row
+
+FLOOR = "the most frequent value of the context (ties: smallest id), whatever the query"
 
 
 @dataclass(frozen=True)
 class Config(_seqtask.TrainConfig):
-    n_pairs: int = 4  # key-value pairs per sequence; T = 3 * n_pairs
-    n_keys: int = 16  # key alphabet size; values use a disjoint alphabet of the same size
-    steps: int = 1000  # budget in steps; on a 2-core CPU attention reaches ~0.99 here
+    seq_len: int = 64  # tokens per sequence, >= 3 * n_pairs; the rest is filler
+    n_pairs: int = 16  # key-value pairs per sequence, each key queried once
+    n_keys: int = 64  # key alphabet size; values use a disjoint alphabet of the same size
+    n_noise: int = 4  # filler alphabet size, disjoint from keys and values
+    # d 64, 2 layers, 1 thread on a shared 2-core CPU, transformer: still at the floor (0.12)
+    # after the LR search at 1000 steps (151 s) and after 4000 steps at lr 1e-3 (260 s); with
+    # 1 head (lr 3e-3) or at lr 1e-2, also at the floor after 1500 steps. It solves 4 pairs
+    # at T 12 in 200 steps, but not 4 pairs at T 64 in 800 or 8 pairs at T 32 in 1400.
+    steps: int = 1000
 
     def validate(self) -> None:
         if not 1 <= self.n_pairs <= self.n_keys:
-            raise ValueError("n_pairs must be between 1 and n_keys")
+            raise ValueError(f"n_pairs must be between 1 and n_keys = {self.n_keys}, "
+                             f"got {self.n_pairs}")
+        if self.n_noise < 1:
+            raise ValueError(f"n_noise must be >= 1, got {self.n_noise}")
+        if self.seq_len < self.min_seq_len:
+            raise ValueError(f"seq_len must be >= {self.min_seq_len} (3 * n_pairs: the pairs, "
+                             f"then one query per key), got {self.seq_len}")
         _seqtask.check_budget(self)
 
     @property
-    def seq_len(self) -> int:
+    def min_seq_len(self) -> int:
         return 3 * self.n_pairs
 
     @property
+    def model_seq_len(self) -> int:
+        """The longest sequence a model reads (train and test alike)."""
+        return self.seq_len
+
+    @property
     def vocab_size(self) -> int:
-        return 2 * self.n_keys
+        return 2 * self.n_keys + self.n_noise
 
 
 def generate(cfg: Config, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` sequences (n, T) and targets (n, T) with -100 where nothing is scored."""
+    """``n`` sequences (n, T) and targets (n, T): the bound value at each query, else -100."""
     rng = np.random.default_rng(seed)
-    keys = np.argsort(rng.random((n, cfg.n_keys)), axis=1)[:, : cfg.n_pairs]  # distinct keys
-    values = rng.integers(0, cfg.n_keys, (n, cfg.n_pairs)) + cfg.n_keys
-    order = np.argsort(rng.random((n, cfg.n_pairs)), axis=1)
-    q_keys = np.take_along_axis(keys, order, axis=1)
-    q_vals = np.take_along_axis(values, order, axis=1)
-    seq = np.empty((n, cfg.seq_len), dtype=np.int64)
-    seq[:, 0 : 2 * cfg.n_pairs : 2] = keys
-    seq[:, 1 : 2 * cfg.n_pairs : 2] = values
-    seq[:, 2 * cfg.n_pairs :] = q_keys
+    pairs, rows = cfg.n_pairs, np.arange(n)[:, None]
+    keys = np.argsort(rng.random((n, cfg.n_keys)), axis=1)[:, :pairs]  # (n, pairs) distinct
+    values = rng.integers(0, cfg.n_keys, (n, pairs)) + cfg.n_keys
+    order = np.argsort(rng.random((n, pairs)), axis=1)  # query order
+    slots = cfg.seq_len - 2 * pairs  # positions after the pairs
+    where = 2 * pairs + np.sort(np.argsort(rng.random((n, slots)), axis=1)[:, :pairs], axis=1)
+    seq = 2 * cfg.n_keys + rng.integers(0, cfg.n_noise, (n, cfg.seq_len))  # noise filler
+    seq[:, 0 : 2 * pairs : 2] = keys
+    seq[:, 1 : 2 * pairs : 2] = values
+    seq[rows, where] = np.take_along_axis(keys, order, axis=1)
     targets = np.full_like(seq, -100)
-    targets[:, 2 * cfg.n_pairs :] = q_vals  # logits at a query position name its value
+    targets[rows, where] = np.take_along_axis(values, order, axis=1)  # logits at a query
     return seq, targets
+
+
+def chance(cfg: Config) -> float:
+    """A uniform guess over the value alphabet."""
+    return 1 / cfg.n_keys
+
+
+def floor(cfg: Config, data: _seqtask.Data) -> tuple[float, str]:
+    """Accuracy of :data:`FLOOR` over the scored positions of ``data``."""
+    tokens, targets = data
+    values = np.arange(cfg.n_keys, 2 * cfg.n_keys)
+    onehot = tokens[:, :, None] == values  # (n, T, n_keys)
+    seen = np.cumsum(onehot, axis=1) - onehot  # values strictly before each position
+    guess = values[np.argmax(seen, axis=2)]  # (n, T); argmax takes the smallest id on ties
+    scored = targets != -100
+    return float((guess[scored] == targets[scored]).mean()), FLOOR
 
 
 def splits(cfg: Config, seed: int) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
@@ -78,7 +126,7 @@ def lr_at(step: int, cfg: Config) -> float:
 def train(model: torch.nn.Module, cfg: Config, data: tuple[np.ndarray, np.ndarray],
           ctx: CellContext) -> float:
     """AdamW on random minibatches; returns the mean loss of the last 10% of steps."""
-    return _seqtask.train_cfg(model, data, ctx, cfg)
+    return _seqtask.train_cfg(model, data, ctx, cfg).train_loss
 
 
 evaluate = _seqtask.evaluate  # fraction of query positions whose argmax is the bound value
@@ -88,7 +136,7 @@ def run(cfg: Config, ctx: CellContext) -> list[Metric]:
     return _seqtask.run_task(
         cfg, ctx, generate, version=VERSION,
         name="mqar", vocab_size=cfg.vocab_size, seq_len=cfg.seq_len,
-        what="query positions",
+        what="query positions", chance=chance(cfg), floor=lambda t: floor(cfg, t),
         hint="raise n_keys or n_pairs so the task has enough distinct sequences")
 
 

@@ -133,9 +133,9 @@ def test_flip_flop_targets() -> None:
     cfg = _cfg(flip_flop, n_instr=12, p_ignore=0.4)
     seq, tgt = flip_flop.generate(cfg, 200, seed=0)
     w, ig, r = flip_flop.WRITE, flip_flop.IGNORE, flip_flop.READ
-    n_reads = 0
+    n_scored = n_unscored = 0
     for row, t in zip(seq, tgt, strict=True):
-        assert row[0] == w and row[-2] == r
+        assert row[0] == w and row[-4] == ig and row[-2] == r
         register = None
         for k in range(12):
             op, bit = row[2 * k], row[2 * k + 1]
@@ -143,12 +143,13 @@ def test_flip_flop_targets() -> None:
             assert t[2 * k + 1] == -100
             if op == w:
                 register = bit
-            if op == r:
+            if op == r and row[2 * k - 2] == ig:  # only reads after an ignore are scored
                 assert bit == register and t[2 * k] == register
-                n_reads += 1
+                n_scored += 1
             else:
                 assert t[2 * k] == -100
-    assert n_reads > 200  # at least the final read of each sequence, plus others
+                n_unscored += op == r
+    assert n_scored > 200 and n_unscored > 0  # the final read of each sequence, plus others
 
 
 @pytest.mark.parametrize("name,bad", [
@@ -157,7 +158,7 @@ def test_flip_flop_targets() -> None:
     ("induction_heads", {"seq_len": 2}), ("induction_heads", {"n_symbols": 1}),
     ("induction_heads", {"batch_size": 0}), ("induction_heads", {"lr": 0.0}),
     ("parity", {"n_bits": 0}), ("parity", {"train_size": 0}), ("parity", {"running": 1}),
-    ("flip_flop", {"n_instr": 1}), ("flip_flop", {"p_ignore": 1.0}),
+    ("flip_flop", {"n_instr": 2}), ("flip_flop", {"p_ignore": 1.0}),
     ("flip_flop", {"p_ignore": -0.1}), ("flip_flop", {"warmup_frac": 1.0}),
 ])
 def test_config_rejects_bad_values(name: str, bad: dict) -> None:

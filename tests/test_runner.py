@@ -126,7 +126,7 @@ def test_parallel_jobs_overlap_accuracy_cells_and_keep_efficiency_cells_alone(
     tiny_train = {"steps": 3, "train_size": 200, "test_size": 50, "val_size": 20,
                   "batch_size": 8}
     path = write_suite(tmp_path / "par.yaml", ["transformer", "lstm"], {
-        "mqar": tiny_train, "parity": {**tiny_train, "n_bits": 10},
+        "mqar": {**tiny_train, "seq_len": 12, "n_pairs": 4}, "parity": {**tiny_train, "n_bits": 10},
         "prefill_latency": {"seq_len": 16, "n_samples": 3, "warmup": 1,
                             "min_sample_s": 0.001, "max_total_s": 1.0}})
     cells = plan.plan(suite.load(str(path)))

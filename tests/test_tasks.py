@@ -27,8 +27,8 @@ def test_task_contract(name: str) -> None:
 
 
 def test_mqar_generation_is_deterministic_and_splits_disjoint() -> None:
-    cfg = build_config(mqar.Config, {"n_pairs": 2, "n_keys": 3, "train_size": 2000,
-                                     "test_size": 500}, "mqar")
+    cfg = build_config(mqar.Config, {"n_pairs": 2, "n_keys": 3, "seq_len": 6,
+                                     "train_size": 2000, "test_size": 500}, "mqar")
     (x1, y1), (t1, u1) = mqar.splits(cfg, seed=3)
     (x2, y2), (t2, u2) = mqar.splits(cfg, seed=3)
     assert np.array_equal(x1, x2) and np.array_equal(t1, t2) and np.array_equal(u1, u2)
@@ -40,8 +40,8 @@ def test_mqar_generation_is_deterministic_and_splits_disjoint() -> None:
 
 
 def test_mqar_targets_are_the_bound_values() -> None:
-    cfg = build_config(mqar.Config, {"n_pairs": 3, "n_keys": 10}, "mqar")
-    seq, targets = mqar.generate(cfg, 50, seed=0)
+    cfg = build_config(mqar.Config, {"n_pairs": 3, "n_keys": 10, "seq_len": 9}, "mqar")
+    seq, targets = mqar.generate(cfg, 50, seed=0)  # no room for filler: queries at 6, 7, 8
     assert seq.shape == (50, cfg.seq_len)
     for row, tgt in zip(seq, targets, strict=True):
         bound = dict(zip(row[0:6:2], row[1:6:2], strict=True))
@@ -68,7 +68,8 @@ def test_metric_non_finite_becomes_failed() -> None:
 @pytest.mark.parametrize("name", [n for n in architectures.names()
                                   if architectures.get(n).causal])
 def test_mqar_score_does_not_move_with_eval_batch_size(name: str) -> None:
-    cfg = build_config(mqar.Config, {"n_pairs": 4, "n_keys": 16, "test_size": 48}, "mqar")
+    cfg = build_config(mqar.Config, {"n_pairs": 4, "n_keys": 16, "seq_len": 16,
+                                     "test_size": 48}, "mqar")
     ctx = CellContext(arch=name, arch_config=_small(name), seed=0,
                       device="cpu", dtype="float32", threads=1)
     model = ctx.build_model(vocab_size=cfg.vocab_size)
@@ -86,13 +87,14 @@ def _mixed_length_mqar() -> tuple[np.ndarray, np.ndarray, list[np.ndarray], int]
     """MQAR rows of 2, 3 and 4 pairs (T 6, 9, 12) interleaved, right-padded with a PAD token."""
     rows, targets = [], []
     for n_pairs in (2, 3, 4):
-        cfg = build_config(mqar.Config, {"n_pairs": n_pairs, "n_keys": 16}, "mqar")
+        cfg = build_config(mqar.Config, {"n_pairs": n_pairs, "n_keys": 16,
+                                         "seq_len": 3 * n_pairs}, "mqar")
         x, y = mqar.generate(cfg, 10, seed=n_pairs)
         rows += list(x)
         targets += list(y)
     order = np.random.default_rng(0).permutation(len(rows))
     rows, targets = [rows[i] for i in order], [targets[i] for i in order]
-    pad = 2 * 16  # one past the last MQAR token
+    pad = cfg.vocab_size  # one past the last MQAR token
     x, _ = _seqtask.pad_rows(rows, pad, "right")
     y, _ = _seqtask.pad_rows(targets, -100, "right")
     return x, y, rows, pad
