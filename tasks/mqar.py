@@ -25,7 +25,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 import tasks
 from harness.context import CellContext
@@ -121,12 +120,6 @@ def splits(cfg: Config, seed: int) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
 def lr_at(step: int, cfg: Config) -> float:
     """Linear warm-up then cosine decay to 10% of the peak."""
     return _seqtask.lr_at(step, steps=cfg.steps, lr=cfg.lr, warmup_frac=cfg.warmup_frac)
-
-
-def train(model: torch.nn.Module, cfg: Config, data: tuple[np.ndarray, np.ndarray],
-          ctx: CellContext) -> float:
-    """AdamW on random minibatches; returns the mean loss of the last 10% of steps."""
-    return _seqtask.train_cfg(model, data, ctx, cfg).train_loss
 
 
 evaluate = _seqtask.evaluate  # fraction of query positions whose argmax is the bound value

@@ -41,8 +41,8 @@ def ran(tmp_path_factory: pytest.TempPathFactory) -> str:
         "prefill_latency": {"seq_len": 16, "n_samples": 5, "warmup": 1, "min_sample_s": 0.001},
         "decode_latency": {"context_len": 8, "n_samples": 5, "warmup": 1, "min_sample_s": 0.001},
         "energy": {"seq_len": 16},
-        "mqar": {"seq_len": 6, "n_pairs": 2, "n_keys": 8, "steps": 5, "train_size": 64, "test_size": 16,
-                 "batch_size": 8},
+        "mqar": {"seq_len": 6, "n_pairs": 2, "n_keys": 8, "steps": 5, "train_size": 64,
+                 "test_size": 16, "batch_size": 8},
     }
     suite_path = write_suite(tmp / "cli.yaml", ["transformer", "mamba"], task_cfgs)
     assert main(["--db", url, "run", "--suite", str(suite_path), "--no-progress"]) == 0
