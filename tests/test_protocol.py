@@ -195,19 +195,21 @@ def test_three_seeds_give_a_mean_with_ci_lr_params_and_budget_on_the_site(
     assert "(n=3)" in html and "chosen LR" in html and "training tokens" in html
 
 
-def test_candidates_tied_on_validation_are_ranked_by_training_loss() -> None:
+def test_candidates_tied_on_validation_go_on_smallest_lr_first() -> None:
     cfg = Echo()
     train, val, _ = _data(cfg)
 
-    def run(losses: list[float], score: float) -> _fit.Run:
-        r = _fit.Run(build(), train, CTX, lr=1e-3, steps=10, batch_size=4, weight_decay=0.0,
+    def run(lr: float, score: float) -> _fit.Run:
+        r = _fit.Run(build(), train, CTX, lr=lr, steps=10, batch_size=4, weight_decay=0.0,
                      warmup_frac=0.0, val=val, score=lambda m, d: score, eval_every=5)
-        r.losses, r.best = losses, (score, 5, {})
+        r.best = (score, 5, {})
         return r
 
-    runs = {1e-3: run([2.0, 2.0], 0.50), 3e-3: run([2.0, 1.0], 0.51),
-            1e-2: run([0.1, 0.1], 0.30), 3e-4: run([3.0, 3.0], 0.80)}
+    runs = {1e-2: run(1e-2, 0.50), 3e-3: run(3e-3, 0.51), 1e-3: run(1e-3, 0.30),
+            3e-4: run(3e-4, 0.80)}
     # 0.80 leads alone; 0.50 and 0.51 are not within TIE of it, so score order holds
-    assert _fit.ranked(runs, list(runs), 2) == [3e-4, 3e-3, 1e-3, 1e-2]
-    runs[3e-4].best = (0.515, 5, {})  # now 0.50, 0.51 and 0.515 tie: lower loss first
-    assert _fit.ranked(runs, list(runs), 2) == [3e-3, 1e-3, 3e-4, 1e-2]
+    assert _fit.ranked(runs, list(runs)) == [3e-4, 3e-3, 1e-2, 1e-3]
+    runs[3e-4].best = (0.515, 5, {})  # now 0.50, 0.51 and 0.515 tie: smallest LR first
+    assert _fit.ranked(runs, list(runs)) == [3e-4, 3e-3, 1e-2, 1e-3]
+    runs[1e-3].best = (0.505, 5, {})
+    assert _fit.ranked(runs, list(runs)) == [3e-4, 1e-3, 3e-3, 1e-2]
