@@ -122,24 +122,25 @@ def seed_view(row: dict[str, Any], mean: dict[str, Any]) -> dict[str, Any]:
             "title": title, "sort": repr(mean["value"])}
 
 
-def task_kind(task: str) -> str | None:
+def registered_task(task: str) -> Any:
+    """The registered Task of that name, or None for rows of a task no longer registered."""
     try:
         import tasks
 
-        return tasks.get(task).kind
+        return tasks.get(task)
     except KeyError:
         return None
 
 
+def task_kind(task: str) -> str | None:
+    entry = registered_task(task)
+    return None if entry is None else entry.kind
+
+
 def task_ranking(task: str) -> tuple[bool, str]:
     """Whether a task's column is ranked and shaded, and if not, why."""
-    try:
-        import tasks
-
-        entry = tasks.get(task)
-        return entry.ranked, entry.unranked_reason
-    except KeyError:
-        return True, ""
+    entry = registered_task(task)
+    return (True, "") if entry is None else (entry.ranked, entry.unranked_reason)
 
 
 def leaderboards(rows: list[dict[str, Any]], hardware: dict[str, dict[str, Any]],

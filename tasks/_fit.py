@@ -150,8 +150,7 @@ class Run:
         while not self.done and self.step < until:
             self._train_step()
             if self.val is not None and (self.step % self.eval_every == 0 or self.step == until):
-                if not self.curve or self.curve[-1][0] != self.step:
-                    self._validate()
+                self._validate()
         if self.step >= self.steps:
             self.done = True
         self.model.eval()

@@ -36,7 +36,10 @@ import torch
 
 from harness.context import CellContext
 from tasks import _fit
-from tasks._fit import Fit, lr_at  # noqa: F401  (re-exported: tasks use them from here)
+from tasks._fit import (
+    Fit,
+    lr_at,  # noqa: F401  (re-exported: tasks call _seqtask.lr_at)
+)
 from tasks.base import Metric, MetricSpec
 
 AUX_WEIGHT = _fit.AUX_WEIGHT
@@ -300,20 +303,6 @@ def evaluate(model: torch.nn.Module, data: Data, ctx: CellContext, batch_size: i
 # training
 
 
-def train(model: torch.nn.Module, data: Data, ctx: CellContext, *, steps: int, batch_size: int,
-          lr: float, weight_decay: float, warmup_frac: float, val: Data | None = None,
-          eval_every: int = 0, patience: int = 0, pad: int | None = None,
-          score: Score | None = None, solved_at: float | None = None) -> Fit:
-    """Train ``model`` at one LR (see :class:`tasks._fit.Run`); the best validation weights
-    are restored. ``eval_every`` 0 validates at the end only."""
-    run = _fit.Run(model, data, ctx, lr=lr, steps=steps, batch_size=batch_size,
-                   weight_decay=weight_decay, warmup_frac=warmup_frac, val=val,
-                   score=score or _accuracy_score(ctx, pad), eval_every=eval_every or steps,
-                   patience=patience, solved_at=solved_at)
-    run.advance(steps)
-    return run.finish()
-
-
 def _accuracy_score(ctx: CellContext, pad: int | None) -> Score:
     def score(m: torch.nn.Module, d: Data) -> float:
         return evaluate(m, d, ctx, pad=pad)
@@ -354,11 +343,12 @@ def fit(build: Callable[[], torch.nn.Module], train_set: Data, val_set: Data, ct
 
 def budget_facts(cfg: Any, model: torch.nn.Module, seq_len: int,
                  steps_run: int) -> dict[str, Any]:
-    """The budget a trained row records: steps, tokens (budgeted and seen), LR, parameters."""
+    """The budget a trained row records: steps, tokens (budgeted and seen), parameters (the
+    chosen LR comes with :func:`fit_facts`)."""
     facts = {
         "steps": cfg.steps, "steps_run": steps_run, "batch_size": cfg.batch_size,
         "seq_len": seq_len, "tokens_seen": steps_run * cfg.batch_size * seq_len,
-        "token_budget": cfg.steps * cfg.batch_size * seq_len, "lr": cfg.lr,
+        "token_budget": cfg.steps * cfg.batch_size * seq_len,
         "num_params": model.num_params(), "num_active_params": model.num_params(active=True),
         "kernel_path": model.kernel_path,
     }

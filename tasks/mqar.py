@@ -46,7 +46,7 @@ class Config(_seqtask.TrainConfig):
     n_noise: int = 4  # filler alphabet size, disjoint from keys and values
     # Budget (d 64, 2 layers, 1 thread, shared 2-core CPU, transformer): attention learns this
     # task through a sharp phase change. n_keys 16, lr 1e-3: at the floor (0.19) until ~1,200
-    # steps, 0.94 at 1,300, 1.00 at 1,500 (test 0.995, 2,000-step schedule, 169 s); lr 3e-3
+    # steps, 0.94 at 1,300, 1.00 at 1,500 (test 0.995, 2,000-step schedule); lr 3e-3
     # only starts rising at ~1,800. With n_keys 64 it stayed at the floor for 3,000 steps at
     # 1e-3 and for 2,000 at 3e-3 (n_keys 24, 32: likewise), so the default keys are 16. The
     # budget is long enough that the phase change of the best LR falls inside the search's
