@@ -84,6 +84,18 @@ class Mixer(Protocol):
 
     def step(self, x_t: Tensor, state: Any) -> tuple[Tensor, Any]: ...  # x_t, y_t: (B, 1, D)
 
+    def prefill(self, x: Tensor) -> tuple[Tensor, Any]:
+        """x (B, T, D), T >= 1 -> (y, state) in one parallel pass, for decoding after x.
+
+        y equals `self(x)` and `state` equals the state `step` reaches from
+        `init_state(B, ...)` after x's T tokens one at a time: the same structure (nesting,
+        keys, shapes, dtypes) with every tensor equal up to float rounding, so further `step`
+        calls from it give what they give after the T steps. A variant without decoding
+        (bidirectional) raises NotImplementedError, as its `step` does. Backbone blocks fall
+        back to stepping a mixer that lacks `prefill` (plugins); every registered one has it.
+        """
+        ...
+
     def state_size(self, seq_len: int) -> int: ...
 
 
@@ -153,6 +165,8 @@ def state_numel(state: Any) -> int:
     """Elements held per sequence by a decoding state (nested lists/tuples/dicts of tensors).
 
     Every tensor's leading dim is the batch; the total is divided by it. Non-tensors are ignored.
+    A preallocated KV cache (`architectures._kv.KVCache`) is a mapping of its filled views, so
+    only the tokens it holds count, not its spare capacity.
     """
     tensors = list(_tensors(state))
     if not tensors:

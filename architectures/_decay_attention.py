@@ -186,13 +186,22 @@ class DecayAttentionMixer(nn.Module):
         """o (B, H, T, d), gate (B, T, D) -> (B, T, D)."""
         return self.out(F.silu(gate) * self.norm(o.transpose(1, 2)))
 
-    def forward(self, x: Tensor) -> Tensor:
+    def _mix(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """x (B, T, D) -> output (B, T, D) and the state (B, H, d, d) after the last token."""
         q, k, v, g, gate = self._project(x)
         if self.kernel_path == "chunked":
-            o, _ = decay_attention_chunked(q, k, v, g, self.chunk_size)
+            o, state = decay_attention_chunked(q, k, v, g, self.chunk_size)
         else:
-            o, _ = decay_attention_ref(q, k, v, g)
-        return self._output(o, gate)
+            o, state = decay_attention_ref(q, k, v, g)
+        return self._output(o, gate), state
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._mix(x)[0]
+
+    def prefill(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Forward over x (B, T, D) in one parallel pass, plus the state that T `step` calls from
+        `init_state` reach: the chunked form's carry after the last chunk."""
+        return self._mix(x)
 
     def init_state(self, batch_size: int, *, device: torch.device, dtype: torch.dtype) -> Tensor:
         shape = (batch_size, self.n_heads, self.head_dim, self.head_dim)

@@ -5,7 +5,8 @@ same sum directly, O(T L), and is the reference the tests compare it with. Both 
 last dim: u (..., T) and a kernel k (..., L) whose leading dims broadcast against u's, and return
 y_t = sum_{s=0}^{min(t, L-1)} k_s u_{t-s}. The FFT runs in float32 whatever the input dtype (half
 precision FFTs lose too much), and the result is cast back. `causal_depthwise_conv` is the short
-per-channel convolution that Mamba, Mamba-2 and Hyena put before their mixers.
+per-channel convolution that Mamba, Mamba-2 and Hyena put before their mixers; `conv_window` is
+the decoding state such a convolution leaves after a sequence (its last inputs).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["causal_depthwise_conv", "direct_conv_ref", "fft_conv", "fft_len"]
+__all__ = ["causal_depthwise_conv", "conv_window", "direct_conv_ref", "fft_conv", "fft_len"]
 
 
 def fft_len(n: int) -> int:
@@ -57,3 +58,13 @@ def causal_depthwise_conv(x: Tensor, weight: Tensor, bias: Tensor | None) -> Ten
     for i in range(k - 1):
         y = torch.addcmul(y, padded[:, i : i + t], weight[:, i])
     return y if bias is None else y + bias
+
+
+def conv_window(x: Tensor, size: int) -> Tensor:
+    """The last `size` inputs of channels-last x (B, T, C) as a decoding window (B, C, size),
+    oldest first and zero-padded in front when T < size: what a causal conv of size + 1 taps,
+    stepped one token at a time from a zero window, holds after x. A copy, so that it does not
+    keep all of x alive."""
+    t = x.shape[1]
+    last = F.pad(x, (0, 0, max(size - t, 0), 0))[:, max(t - size, 0) :]  # (B, size, C)
+    return last.transpose(1, 2).contiguous()

@@ -31,6 +31,7 @@ __all__ = [
     "fixed_keys",
     "get",
     "names",
+    "prefill_by_steps",
     "resolve_config",
     "same_function",
 ]
@@ -259,17 +260,41 @@ class Block(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self._leave(x, self.mixer(self._enter(x, self.norm1)), self.norm1, self.norm1_out)
-        return self._leave(x, self.mlp(self._enter(x, self.norm2)), self.norm2, self.norm2_out)
+        return self._channel(x)
 
     def step(self, x: Tensor, state: Any) -> tuple[Tensor, Any]:
         y, state = self.mixer.step(self._enter(x, self.norm1), state)
-        x = self._leave(x, y, self.norm1, self.norm1_out)
-        y = self.mlp(self._enter(x, self.norm2))
-        return self._leave(x, y, self.norm2, self.norm2_out), state
+        return self._channel(self._leave(x, y, self.norm1, self.norm1_out)), state
+
+    def prefill(self, x: Tensor) -> tuple[Tensor, Any]:
+        """x (B, T, D) -> (forward(x), the mixer's state after x's T tokens).
+
+        The mixer's own `prefill` when it has one (every registered variant does); a plugin
+        mixer without one is stepped token by token (`prefill_by_steps`). Norms and the channel
+        mixer act per token, so they run over the whole sequence as in `forward`.
+        """
+        h = self._enter(x, self.norm1)
+        prefill = getattr(self.mixer, "prefill", None)
+        y, state = prefill(h) if prefill is not None else prefill_by_steps(self.mixer, h)
+        return self._channel(self._leave(x, y, self.norm1, self.norm1_out)), state
+
+    def _channel(self, x: Tensor) -> Tensor:
+        return self._leave(x, self.mlp(self._enter(x, self.norm2)), self.norm2, self.norm2_out)
+
+
+def prefill_by_steps(mixer: Any, x: Tensor) -> tuple[Tensor, Any]:
+    """`mixer.prefill(x)` for a mixer without one: `step` over x's T tokens from `init_state`."""
+    state = mixer.init_state(x.shape[0], device=x.device, dtype=x.dtype)
+    ys = []
+    for x_t in x.split(1, dim=1):  # (B, 1, D) each
+        y_t, state = mixer.step(x_t, state)
+        ys.append(y_t)
+    return torch.cat(ys, dim=1), state
 
 
 class LanguageModel(nn.Module):
-    """Token model of one variant: `forward` over a sequence, `step` one token against a state.
+    """Token model of one variant: `forward` over a sequence, `step` one token against a state,
+    `prefill` a sequence into logits and the state for decoding after it (one parallel pass).
 
     Backbone weights use GPT-2 init (normal 0.02; MLP output scaled by 1/sqrt(2 n_layers));
     each mixer initialises itself as its paper does. With n_loops > 1 the n_layers blocks run as
@@ -315,10 +340,32 @@ class LanguageModel(nn.Module):
 
     def forward(self, tokens: Tensor) -> Tensor:
         """tokens int64 (B, T) -> logits (B, T, V); sets `aux_loss`."""
+        return self._parallel(tokens, states=None)
+
+    def prefill(self, tokens: Tensor) -> tuple[Tensor, list[Any]]:
+        """tokens int64 (B, T) -> (logits (B, T, V), decoding state) in one parallel pass.
+
+        The logits are `forward(tokens)`'s and the state is the one `step` reaches from
+        `init_state(B)` after the T tokens one at a time (same structure, equal up to float
+        rounding), ready for further `step` calls; each block run prefills its own mixer
+        state. T = 0 gives empty logits and `init_state(B)`. Sets `aux_loss` as forward does.
+        """
+        if tokens.shape[1] == 0:
+            logits = self.head(self.norm(self.embed(tokens)))  # (B, 0, V)
+            return logits, self.init_state(tokens.shape[0])
+        states: list[Any] = []
+        return self._parallel(tokens, states), states
+
+    def _parallel(self, tokens: Tensor, states: list[Any] | None) -> Tensor:
+        """forward over every block run; with `states`, prefill and append each run's state."""
         x = self.embed(tokens)  # (B, T, D)
         aux = []
         for block in self._runs():
-            x = block(x)
+            if states is None:
+                x = block(x)
+            else:
+                x, state = block.prefill(x)
+                states.append(state)
             if isinstance(block.mlp, MoE):
                 aux.append(block.mlp.aux_loss)
         self.aux_loss = torch.stack(aux).mean() if aux else torch.zeros((), device=x.device)

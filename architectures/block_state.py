@@ -5,8 +5,8 @@ projected from the SSM output at its own position (one softmax over both). The S
 added to the attention output, so the path across blocks is never gated off by the softmax (in a
 small cross-block copy test this trained more reliably than either combination alone). Cost is
 linear in T (T x block_len scores); decoding holds the SSM state plus the KV cache of the current
-block only, at most block_len tokens. A full-mask reference attention sits beside the block-wise
-one."""
+block only, at most block_len tokens (preallocated: block_len slots, fresh ones per block). A
+full-mask reference attention sits beside the block-wise one."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._common import Variant, choice, integer, register
+from ._kv import KVCache
 from .mamba import MambaMixer
 from .transformer import _rope, check_heads
 
@@ -92,7 +93,9 @@ def block_attention_ref(
 
 
 class BlockStateMixer(nn.Module):
-    """SSM context + block-wise attention; state {"ssm": Mamba state, "k", "v": (B, H, t, hd)}."""
+    """SSM context + block-wise attention; state {"ssm": Mamba state, "kv": `KVCache`}, whose
+    "k" (rotated by position inside the block), "v" are (B, H, t, hd), t = tokens of the current
+    block so far (< block_len) and "pos" = t."""
 
     def __init__(self, d_model: int, n_layers: int, cfg: BlockStateConfig) -> None:
         super().__init__()
@@ -123,33 +126,46 @@ class BlockStateMixer(nn.Module):
         b, _, t, _ = y.shape
         return self.out(y.transpose(1, 2).reshape(b, t, self.d_model))  # (B, H, T, hd) -> (B, T, D)
 
-    def forward(self, x: Tensor) -> Tensor:
-        u = self.ssm(x)  # (B, T, D)
+    def _attend(self, x: Tensor, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The output for input x and SSM output u (B, T, D); keys and values (B, H, T, hd)."""
         q, k, v = self._heads(self.qkv(x), 3)
         kc, vc = self._heads(self.ctx(u), 2)  # context from the SSM, (B, H, T, hd)
         attend = block_attention if self.attn == "blockwise" else block_attention_ref
-        return self._merge(attend(q, k, v, kc, vc, self.block_len, self.inv_freq)) + u
+        return self._merge(attend(q, k, v, kc, vc, self.block_len, self.inv_freq)) + u, k, v
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._attend(x, self.ssm(x))[0]
+
+    def prefill(self, x: Tensor) -> tuple[Tensor, dict[str, object]]:
+        """forward(x) and the state: the SSM's prefill state plus the keys (rotated by their
+        place in the block) and values of the T % block_len tokens of the unfinished block."""
+        u, ssm = self.ssm.prefill(x)  # (B, T, D)
+        y, k, v = self._attend(x, u)
+        start = x.shape[1] - x.shape[1] % self.block_len  # first token of the current block
+        k, v = k[:, :, start:], v[:, :, start:]
+        cache = KVCache.from_tokens(k=_rope(k, self.inv_freq, 0), v=v, capacity=self.block_len)
+        return y, {"ssm": ssm, "kv": cache}
 
     def init_state(
         self, batch_size: int, *, device: torch.device, dtype: torch.dtype
     ) -> dict[str, object]:
         empty = torch.zeros(batch_size, self.n_heads, 0, self.head_dim, device=device, dtype=dtype)
         ssm = self.ssm.init_state(batch_size, device=device, dtype=dtype)
-        return {"ssm": ssm, "k": empty, "v": empty.clone()}
+        return {"ssm": ssm, "kv": KVCache.from_tokens(k=empty, v=empty, capacity=self.block_len)}
 
     def step(self, x_t: Tensor, state: dict) -> tuple[Tensor, dict]:
         u, ssm = self.ssm.step(x_t, state["ssm"])  # (B, 1, D)
-        pos = state["k"].shape[2]  # place of this token inside its block
+        cache: KVCache = state["kv"]
+        pos = cache.pos  # place of this token inside its block
         q, k, v = self._heads(self.qkv(x_t), 3)  # (B, H, 1, hd)
         kc, vc = self._heads(self.ctx(u), 2)
-        k = torch.cat([state["k"], _rope(k, self.inv_freq, pos)], dim=2)  # (B, H, pos+1, hd)
-        v = torch.cat([state["v"], v], dim=2)
+        cache = cache.append(k=_rope(k, self.inv_freq, pos), v=v)  # (B, H, pos+1, hd)
         scale = 1.0 / math.sqrt(self.head_dim)
-        scores = _rope(q, self.inv_freq, pos) @ k.transpose(-1, -2) * scale  # (B, H, 1, pos+1)
-        y = _mix(scores, (q * kc).sum(-1, keepdim=True) * scale, v, vc)
-        if k.shape[2] == self.block_len:  # block complete: the next token starts a new one
-            k, v = k[:, :, :0], v[:, :, :0]
-        return self._merge(y) + u, {"ssm": ssm, "k": k, "v": v}
+        scores = _rope(q, self.inv_freq, pos) @ cache["k"].transpose(-1, -2) * scale
+        y = _mix(scores, (q * kc).sum(-1, keepdim=True) * scale, cache["v"], vc)
+        if cache.pos == self.block_len:  # block complete: the next token starts a new one
+            cache = cache.cleared()  # in fresh buffers, so earlier states keep theirs
+        return self._merge(y) + u, {"ssm": ssm, "kv": cache}
 
     def state_size(self, seq_len: int) -> int:
         return self.ssm.state_size(seq_len) + 2 * self.d_model * (seq_len % self.block_len)

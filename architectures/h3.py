@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from ._common import ConfigError, Variant, choice, integer, register
+from ._fftconv import conv_window
 from .s4d import DiagonalSSM, as_complex, check_state, long_conv
 
 __all__ = ["VARIANT", "H3Config", "H3Mixer"]
@@ -68,15 +69,35 @@ class H3Mixer(nn.Module):
         """One token: (B, D) -> (B, P, H)."""
         return z.view(z.shape[0], self.n_heads, self.head_dim).transpose(1, 2)
 
-    def forward(self, x: Tensor) -> Tensor:
-        b, t, d = x.shape
-        q, k, v = (self._heads(proj(x)) for proj in (self.q_proj, self.k_proj, self.v_proj))
+    def _streams(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """x (B, T, D) -> projected keys (B, T, D), q (B, P, H, T) and the diagonal SSM's input
+        shift(k) * v (B, P_k, P_v, H, T)."""
+        keys = self.k_proj(x)
+        q, k, v = (self._heads(z) for z in (self.q_proj(x), keys, self.v_proj(x)))
         shift = self.shift.view(self.n_heads, self.head_dim, -1).transpose(0, 1)  # (P, H, N)
         k = long_conv(k, shift, self.kernel_path)  # (B, P, H, T)
-        kv = k[:, :, None] * v[:, None]  # (B, P_k, P_v, H, T)
-        s = long_conv(kv, self.ssm.kernel(t), self.kernel_path) + self.D[:, None] * kv
+        return keys, q, k[:, :, None] * v[:, None]
+
+    def _output(self, q: Tensor, kv: Tensor, kernel: Tensor) -> Tensor:
+        """q * (diagonal SSM of kv with its kernel (H, T) + D kv), projected out: (B, T, D)."""
+        b, t = kv.shape[0], kv.shape[-1]
+        s = long_conv(kv, kernel, self.kernel_path) + self.D[:, None] * kv
         y = (q[:, :, None] * s).sum(1)  # (B, P_v, H, T), summed over key channels
-        return self.out_proj(y.permute(0, 3, 2, 1).reshape(b, t, d))  # (B, T, D)
+        return self.out_proj(y.permute(0, 3, 2, 1).reshape(b, t, self.d_model))
+
+    def forward(self, x: Tensor) -> Tensor:
+        q, kv = self._streams(x)[1:]  # the keys are not kept past the short filter
+        return self._output(q, kv, self.ssm.kernel(x.shape[1]))  # (B, T, D)
+
+    def prefill(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Forward over x (B, T, D) in one parallel pass, plus the state that T `step` calls from
+        `init_state` reach: the last N - 1 projected keys (zeros in front when T is shorter) and
+        the diagonal SSM's state in closed form from its kernel's tables (forward skips it: it
+        costs about as much as the kernel)."""
+        keys, q, kv = self._streams(x)
+        kernel, h = self.ssm.kernel_and_state(kv)  # h (B, P_k, P_v, H, N/2) complex
+        state = {"k": conv_window(keys, self.d_state - 1), "h": torch.view_as_real(h).to(x.dtype)}
+        return self._output(q, kv, kernel), state  # (B, T, D)
 
     def init_state(
         self, batch_size: int, *, device: torch.device, dtype: torch.dtype

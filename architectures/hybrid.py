@@ -56,7 +56,7 @@ VARIANT = register(
     Variant(
         name="hybrid",
         family="attention + SSM hybrid",
-        version=1,
+        version=2,  # attention layers decode from a static KV cache (kernel path names it)
         papers=(
             "An Empirical Study of Mamba-based Language Models",
             "Hungry Hungry Hippos: Towards Language Modeling with State Space Models",

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from ._common import ConfigError, Variant, choice, integer, register
-from ._fftconv import causal_depthwise_conv, fft_len
+from ._fftconv import causal_depthwise_conv, conv_window, fft_len
 from .s4d import long_conv
 
 __all__ = ["VARIANT", "HyenaConfig", "HyenaFilter", "HyenaMixer"]
@@ -125,15 +125,33 @@ class HyenaMixer(nn.Module):
         self.filter = HyenaFilter(d_model, order - 1, filter_dim, emb_dim)
         self.out_proj = nn.Linear(d_model, d_model)
 
-    def forward(self, x: Tensor) -> Tensor:
-        b, t, d = x.shape
-        u = causal_depthwise_conv(self.in_proj(x), self.short.weight[:, 0], self.short.bias)
+    def _long_convs(self, u: Tensor, history: list[Tensor] | None = None) -> Tensor:
+        """Short conv output u (B, T, (order+1) D) -> output (B, T, D); each long convolution's
+        input (B, D, T) is appended to `history` when given, in the order `step` keeps them."""
+        t, d = u.shape[1], self.d_model
         *gates, v = u.transpose(1, 2).split(d, dim=1)  # order x (B, D, T), v (B, D, T)
-        taps = self.filter.taps(t, x.device)  # (order-1, D, T)
+        taps = self.filter.taps(t, u.device)  # (order-1, D, T)
         for i, gate in enumerate(reversed(gates[1:])):
             v = v * gate
+            if history is not None:
+                history.append(v)
             v = long_conv(v, taps[i], self.kernel_path) + self.filter.bias[i, :, None] * v
         return self.out_proj((v * gates[0]).transpose(1, 2))  # (B, T, D)
+
+    def forward(self, x: Tensor) -> Tensor:
+        u = causal_depthwise_conv(self.in_proj(x), self.short.weight[:, 0], self.short.bias)
+        return self._long_convs(u)
+
+    def prefill(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Forward over x (B, T, D) in one parallel pass, plus the state that T `step` calls from
+        `init_state` reach: the short conv's last d_conv - 1 inputs and every long convolution's
+        input over the whole sequence, (B, order-1, D, T), which the pass forms anyway."""
+        streams = self.in_proj(x)  # (B, T, (order+1) D)
+        window = conv_window(streams, self.d_conv - 1)
+        u = causal_depthwise_conv(streams, self.short.weight[:, 0], self.short.bias)
+        history: list[Tensor] = []
+        y = self._long_convs(u, history)
+        return y, {"conv": window, "history": torch.stack(history, 1)}
 
     def init_state(
         self, batch_size: int, *, device: torch.device, dtype: torch.dtype

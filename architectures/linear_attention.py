@@ -23,6 +23,7 @@ __all__ = [
     "LinearAttentionMixer",
     "linear_attention_chunked",
     "linear_attention_ref",
+    "linear_attention_scan",
 ]
 
 EPS = 1e-6  # keeps the normaliser away from 0 (phi > 0, so it is positive anyway)
@@ -66,10 +67,34 @@ def linear_attention_ref(q: Tensor, k: Tensor, v: Tensor, eps: float = EPS) -> T
     return torch.stack(ys, dim=2)  # (B, H, T, dv)
 
 
-def _exclusive_cumsum(x: Tensor, dim: int) -> Tensor:
-    """Sum of the entries before each index along `dim` (first is 0)."""
-    total = x.cumsum(dim).narrow(dim, 0, x.shape[dim] - 1)
-    return torch.cat([torch.zeros_like(x.narrow(dim, 0, 1)), total], dim=dim)
+def _before_and_total(x: Tensor, dim: int) -> tuple[Tensor, Tensor]:
+    """Sum of the entries before each index along `dim` (first is 0), and the sum of them all."""
+    running = x.cumsum(dim)
+    before = torch.cat(
+        [torch.zeros_like(x.narrow(dim, 0, 1)), running.narrow(dim, 0, x.shape[dim] - 1)], dim=dim
+    )
+    return before, running.select(dim, -1).clone()  # a copy: the state outlives the pass
+
+
+def linear_attention_scan(
+    q: Tensor, k: Tensor, v: Tensor, chunk_size: int, eps: float = EPS
+) -> tuple[Tensor, Tensor, Tensor]:
+    """`linear_attention_chunked` that also returns the running sums after the last token:
+    y (B, H, T, dv), kv = sum_s phi(k_s) v_s^T (B, H, d, dv), k_sum = sum_s phi(k_s) (B, H, d)."""
+    b, h, t, _ = q.shape
+    size = min(chunk_size, t)
+    pad = -t % size
+    if pad:
+        q, k, v = (F.pad(z, (0, 0, 0, pad)) for z in (q, k, v))
+    n = (t + pad) // size
+    q, k, v = (z.reshape(b, h, n, size, z.shape[-1]) for z in (q, k, v))  # (B, H, n, L, d)
+    kv_before, kv = _before_and_total(k.transpose(-1, -2) @ v, dim=2)  # (B, H, n, d, dv)
+    k_before, k_sum = _before_and_total(k.sum(3), dim=2)  # (B, H, n, d)
+    scores = (q @ k.transpose(-1, -2)).tril()  # (B, H, n, L, L), causal within the chunk
+    num = scores @ v + q @ kv_before  # (B, H, n, L, dv)
+    den = scores.sum(-1) + (q @ k_before[..., None]).squeeze(-1) + eps  # (B, H, n, L)
+    y = num / den[..., None]
+    return y.reshape(b, h, n * size, -1)[:, :, :t], kv, k_sum
 
 
 def linear_attention_chunked(
@@ -81,20 +106,7 @@ def linear_attention_chunked(
     masked L x L product phi(Q) phi(K)^T gives the intra-chunk terms; the states of all earlier
     chunks, an exclusive prefix sum over chunks, give the rest. Zero padding at the end is inert.
     """
-    b, h, t, _ = q.shape
-    size = min(chunk_size, t)
-    pad = -t % size
-    if pad:
-        q, k, v = (F.pad(z, (0, 0, 0, pad)) for z in (q, k, v))
-    n = (t + pad) // size
-    q, k, v = (z.reshape(b, h, n, size, z.shape[-1]) for z in (q, k, v))  # (B, H, n, L, d)
-    kv_before = _exclusive_cumsum(k.transpose(-1, -2) @ v, dim=2)  # (B, H, n, d, dv)
-    k_before = _exclusive_cumsum(k.sum(3), dim=2)  # (B, H, n, d)
-    scores = (q @ k.transpose(-1, -2)).tril()  # (B, H, n, L, L), causal within the chunk
-    num = scores @ v + q @ kv_before  # (B, H, n, L, dv)
-    den = scores.sum(-1) + (q @ k_before[..., None]).squeeze(-1) + eps  # (B, H, n, L)
-    y = num / den[..., None]
-    return y.reshape(b, h, n * size, -1)[:, :, :t]
+    return linear_attention_scan(q, k, v, chunk_size, eps)[0]
 
 
 class LinearAttentionMixer(nn.Module):
@@ -122,6 +134,12 @@ class LinearAttentionMixer(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self._merge(linear_attention_chunked(*self._qkv(x), self.chunk_size))
+
+    def prefill(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Forward over x (B, T, D) in one parallel pass, plus the state that T `step` calls from
+        `init_state` reach: the running sums, the total of the per-chunk sums the pass forms."""
+        y, kv, k_sum = linear_attention_scan(*self._qkv(x), self.chunk_size)
+        return self._merge(y), {"kv": kv, "k_sum": k_sum}
 
     def init_state(
         self, batch_size: int, *, device: torch.device, dtype: torch.dtype

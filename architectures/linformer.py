@@ -32,6 +32,10 @@ class LinformerConfig:
         check_heads(d_model, self.n_heads)
 
 
+_NO_DECODING = ("linformer is bidirectional (every output depends on the whole sequence): "
+                "it has no token-by-token decoding")
+
+
 class LinformerMixer(nn.Module):
     """Multi-head attention over k sequence-projected keys and values; no decoding state."""
 
@@ -67,10 +71,11 @@ class LinformerMixer(nn.Module):
         return []
 
     def step(self, x_t: Tensor, state: Any) -> tuple[Tensor, Any]:
-        raise NotImplementedError(
-            "linformer is bidirectional (every output depends on the whole sequence): "
-            "it has no token-by-token decoding"
-        )
+        raise NotImplementedError(_NO_DECODING)
+
+    def prefill(self, x: Tensor) -> tuple[Tensor, Any]:
+        """No decoding state to build: prefill would start a decode that `step` cannot go on."""
+        raise NotImplementedError(_NO_DECODING)
 
     def state_size(self, seq_len: int) -> int:
         return 0

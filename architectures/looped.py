@@ -41,7 +41,9 @@ VARIANT = register(
     Variant(
         name="looped",
         family="parameter sharing",
-        version=2,  # n_layers fixed at 1: version 1 also ran stacks of distinct blocks
+        # 2: n_layers fixed at 1 (version 1 also ran stacks of distinct blocks); 3: decodes from
+        # a static KV cache (kernel path names it)
+        version=3,
         papers=(
             "Sliced Recursive Transformer",
             "On the Expressive Power of a Variant of the Looped Transformer",

@@ -45,6 +45,13 @@ class LSTMMixer(nn.Module):
         y, _ = self.lstm(x)  # (B, T, hidden)
         return self.proj(y)  # (B, T, D)
 
+    def prefill(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Forward over x (B, T, D) in one fused LSTM call, plus the state that T `step` calls
+        from `init_state` reach: the (h, c) the kernel returns after the last token. The
+        recurrence is nonlinear, so this is the kernel's loop over time, not a parallel scan."""
+        y, (h, c) = self.lstm(x)  # (B, T, hidden); h, c (1, B, hidden)
+        return self.proj(y), {"h": h[0], "c": c[0]}
+
     def init_state(
         self, batch_size: int, *, device: torch.device, dtype: torch.dtype
     ) -> dict[str, Tensor]:

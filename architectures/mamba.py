@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from torch.autograd.function import FunctionCtx, once_differentiable
 
 from ._common import Variant, choice, integer, register
+from ._fftconv import conv_window
 
 __all__ = ["VARIANT", "MambaConfig", "MambaMixer", "selective_scan_chunked", "selective_scan_ref"]
 
@@ -265,15 +266,25 @@ class MambaMixer(nn.Module):
             y = torch.addcmul(y, padded[:, i : i + t], w[:, i])
         return y
 
-    def forward(self, x: Tensor) -> Tensor:
-        x, z = self.in_proj(x).chunk(2, dim=-1)  # (B, T, E) each
-        x = F.silu(self._conv(x))
+    def _mix(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """x (B, T, D) -> output (B, T, D) and the decoding state after the last token."""
+        u, z = self.in_proj(x).chunk(2, dim=-1)  # (B, T, E) each
+        x = F.silu(self._conv(u))
         dt, A, B, C = self._ssm_inputs(x)
         if self.kernel_path == "chunked":
-            y, _ = selective_scan_chunked(x, dt, A, B, C, self.D, chunk_size=self.chunk_size)
+            y, h = selective_scan_chunked(x, dt, A, B, C, self.D, chunk_size=self.chunk_size)
         else:
-            y, _ = selective_scan_ref(x, dt, A, B, C, self.D)
-        return self.out_proj(y * F.silu(z))  # (B, T, D)
+            y, h = selective_scan_ref(x, dt, A, B, C, self.D)
+        state = {"conv": conv_window(u, self.d_conv - 1), "ssm": h}
+        return self.out_proj(y * F.silu(z)), state  # (B, T, D)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._mix(x)[0]
+
+    def prefill(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Forward over x (B, T, D) in one parallel pass, plus the state that T `step` calls from
+        `init_state` reach: the conv's last d_conv - 1 inputs and the scan's final carry."""
+        return self._mix(x)
 
     def init_state(
         self, batch_size: int, *, device: torch.device, dtype: torch.dtype

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._common import ConfigError, Variant, choice, integer, register
-from ._fftconv import causal_depthwise_conv
+from ._fftconv import causal_depthwise_conv, conv_window
 
 __all__ = ["VARIANT", "Mamba2Config", "Mamba2Mixer", "segsum", "ssd_chunked", "ssd_ref"]
 
@@ -164,16 +164,26 @@ class Mamba2Mixer(nn.Module):
         y = (y + self.D[:, None] * x).flatten(-2)  # (..., E)
         return self.out_proj(self.norm(y * F.silu(z)))
 
-    def forward(self, x: Tensor) -> Tensor:
-        z, xbc, dt = self._split(self.in_proj(x))  # (B, T, .)
-        xbc = F.silu(causal_depthwise_conv(xbc, self.conv.weight[:, 0], self.conv.bias))
+    def _mix(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """x (B, T, D) -> output (B, T, D) and the decoding state after the last token."""
+        z, xbc_in, dt = self._split(self.in_proj(x))  # (B, T, .)
+        xbc = F.silu(causal_depthwise_conv(xbc_in, self.conv.weight[:, 0], self.conv.bias))
         x, B, C = self._ssm_inputs(xbc)  # (B, T, H, P), (B, T, N) x 2
         A = -torch.exp(self.A_log)  # (H,)
         if self.kernel_path == "chunked":
-            y, _ = ssd_chunked(x, dt, A, B, C, chunk_size=self.chunk_size)
+            y, h = ssd_chunked(x, dt, A, B, C, chunk_size=self.chunk_size)
         else:
-            y, _ = ssd_ref(x, dt, A, B, C)
-        return self._output(y, x, z)  # (B, T, D)
+            y, h = ssd_ref(x, dt, A, B, C)
+        state = {"conv": conv_window(xbc_in, self.d_conv - 1), "ssm": h}
+        return self._output(y, x, z), state  # (B, T, D)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._mix(x)[0]
+
+    def prefill(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Forward over x (B, T, D) in one parallel pass, plus the state that T `step` calls from
+        `init_state` reach: the conv's last d_conv - 1 inputs and the SSD's final carry."""
+        return self._mix(x)
 
     def init_state(
         self, batch_size: int, *, device: torch.device, dtype: torch.dtype

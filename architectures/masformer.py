@@ -52,7 +52,7 @@ VARIANT = register(
     Variant(
         name="masformer",
         family="local + few global attention",
-        version=1,
+        version=2,  # global layers decode from a static KV cache (kernel path names it)
         papers=(
             "Efficient Long-Range Transformers: You Need to Attend More, but Not Necessarily at "
             "Every Layer",

@@ -175,13 +175,23 @@ class MLSTMMixer(nn.Module):
         """h (B, H, T, d), o (B, T, D) -> (B, T, D)."""
         return self.out(torch.sigmoid(o) * self.norm(h.transpose(1, 2)))
 
-    def forward(self, x: Tensor) -> Tensor:
+    def _mix(self, x: Tensor) -> tuple[Tensor, State]:
+        """x (B, T, D) -> output (B, T, D) and the state (C, n, m) after the last token."""
         q, k, v, log_f, log_i, o = self._project(x)
         if self.kernel_path == "chunked":
-            h, _ = mlstm_chunked(q, k, v, log_f, log_i, self.chunk_size)
+            h, state = mlstm_chunked(q, k, v, log_f, log_i, self.chunk_size)
         else:
-            h, _ = mlstm_ref(q, k, v, log_f, log_i)
-        return self._output(h, o)
+            h, state = mlstm_ref(q, k, v, log_f, log_i)
+        return self._output(h, o), state
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._mix(x)[0]
+
+    def prefill(self, x: Tensor) -> tuple[Tensor, State]:
+        """Forward over x (B, T, D) in one parallel pass, plus the state that T `step` calls from
+        `init_state` reach: the chunkwise form's scaled (C, n) and log scale m after the last
+        chunk (from the same zero start as `init_state`)."""
+        return self._mix(x)
 
     def init_state(self, batch_size: int, *, device: torch.device, dtype: torch.dtype) -> State:
         h, d = self.n_heads, self.head_dim

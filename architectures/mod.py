@@ -11,7 +11,7 @@ depends on later tokens or other sequences, and decoding routes exactly as the p
 Skipped tokens are not attended to by later tokens. The fraction routed in the last forward is
 reported by `stats()` (the active compute). This pure-PyTorch form still computes projections
 for every token (it measures routing quality, not the compute saving) and its cache keeps every
-token's keys plus the routing flags."""
+token's keys plus the routing flags (preallocated, one slot written per decoded token)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._common import ConfigError, Variant, integer, register
+from ._kv import KVCache
 from .transformer import AttentionMixer, check_heads
 
 __all__ = ["VARIANT", "ModConfig", "RoutedAttentionMixer", "capacity_route"]
@@ -56,12 +57,12 @@ def capacity_route(want: Tensor, capacity: float) -> Tensor:
 
 
 class RoutedAttentionMixer(AttentionMixer):
-    """Causal attention over routed tokens only; state {"k", "v"} (B, H, t, hd), "routed" (B, t)."""
-
-    kernel_path = "sdpa_routed"
+    """Causal attention over routed tokens only; state: a `KVCache` of "k", "v" (B, H, t, hd)
+    and the routing flags "routed" (B, 1, t) of every token so far."""
 
     def __init__(self, d_model: int, n_heads: int, n_layers: int, capacity: float) -> None:
         super().__init__(d_model, n_heads, n_layers)
+        self.kernel_path = "sdpa_routed"
         self.capacity = capacity
         self.router = nn.Linear(d_model, 1)
         nn.init.normal_(self.router.weight, std=0.02)
@@ -71,7 +72,8 @@ class RoutedAttentionMixer(AttentionMixer):
     def _weight(self, x: Tensor) -> Tensor:
         return torch.sigmoid(self.router(x).squeeze(-1))  # (B, T)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def _parallel(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """forward's output, the keys and values (B, H, T, hd) and the routing (B, T)."""
         weight = self._weight(x)
         routed = capacity_route(weight > 0.5, self.capacity)  # (B, T)
         self.routed_fraction = routed.float().mean().detach()
@@ -80,7 +82,15 @@ class RoutedAttentionMixer(AttentionMixer):
         causal = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
         mask = (causal & routed[:, None, :]) | torch.eye(t, dtype=torch.bool, device=x.device)
         y = self._merge(F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None]))
-        return y * (weight * routed)[..., None]  # skipped tokens add nothing
+        return y * (weight * routed)[..., None], k, v, routed  # skipped tokens add nothing
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._parallel(x)[0]
+
+    def prefill(self, x: Tensor) -> tuple[Tensor, KVCache]:
+        """forward(x) and the cache of every token's keys, values and routing flag."""
+        y, k, v, routed = self._parallel(x)
+        return y, KVCache.from_tokens(k=k, v=v, routed=routed[:, None, :])
 
     def stats(self) -> dict[str, float]:
         """Fraction of the last forward's tokens routed through attention ({} before any)."""
@@ -89,23 +99,22 @@ class RoutedAttentionMixer(AttentionMixer):
         return {"routed_fraction": self.routed_fraction.item()}
 
     def init_state(self, batch_size: int, *, device: torch.device,
-                   dtype: torch.dtype) -> dict[str, Tensor]:
-        state = super().init_state(batch_size, device=device, dtype=dtype)
-        return {**state, "routed": torch.zeros(batch_size, 0, device=device, dtype=torch.bool)}
+                   dtype: torch.dtype) -> KVCache:
+        empty = self._empty_kv(batch_size, device, dtype)
+        routed = torch.zeros(batch_size, 1, 0, device=device, dtype=torch.bool)
+        return KVCache.from_tokens(k=empty, v=empty, routed=routed)
 
-    def step(self, x_t: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        t = state["k"].shape[2]  # position of this token
+    def step(self, x_t: Tensor, state: KVCache) -> tuple[Tensor, KVCache]:
+        t = state["pos"]  # position of this token
         weight = self._weight(x_t)  # (B, 1)
         budget = math.floor(self.capacity * (t + 1))
-        routed_t = (weight > 0.5) & (state["routed"].sum(1, keepdim=True) < budget)  # (B, 1)
+        routed_t = (weight > 0.5) & (state["routed"].sum(-1) < budget)  # (B, 1)
         q, k, v = self._qkv(x_t, t)
-        k = torch.cat([state["k"], k], dim=2)  # (B, H, t+1, hd)
-        v = torch.cat([state["v"], v], dim=2)
-        routed = torch.cat([state["routed"], routed_t], dim=1)  # (B, t+1)
-        mask = routed.clone()
-        mask[:, -1] = True  # a token always sees itself
-        y = self._merge(F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None]))
-        return y * (weight * routed_t)[..., None], {"k": k, "v": v, "routed": routed}
+        state = state.append(k=k, v=v, routed=routed_t[:, :, None])  # (B, H, t+1, hd), (B, 1, t+1)
+        mask = state["routed"].clone()
+        mask[..., -1] = True  # a token always sees itself
+        y = F.scaled_dot_product_attention(q, state["k"], state["v"], attn_mask=mask[:, :, None])
+        return self._merge(y) * (weight * routed_t)[..., None], state
 
     def state_size(self, seq_len: int) -> int:
         return 2 * seq_len * self.d_model + seq_len

@@ -42,7 +42,7 @@ VARIANT = register(
     Variant(
         name="moe",
         family="mixture of experts",
-        version=1,
+        version=2,  # decodes from a static KV cache (kernel path names it)
         papers=(
             "MoE-Mamba: Efficient Selective State Space Models with Mixture of Experts",
             "BlackMamba: Mixture of Experts for State-Space Models",

@@ -36,12 +36,28 @@ class PoolMixer(nn.Module):
         nn.init.normal_(self.proj_in.weight, std=0.02)
         nn.init.normal_(self.proj_out.weight, std=0.02 / math.sqrt(2 * n_layers))
 
-    def forward(self, x: Tensor) -> Tensor:
+    def _mix(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """x (B, T, D) -> output (B, T, D) and the decoding state after the last token."""
+        b, t, _ = x.shape
         u = self.proj_in(x)  # (B, T, D)
-        count = torch.arange(1, u.shape[1] + 1, device=u.device, dtype=torch.float32)
+        count = torch.arange(1, t + 1, device=u.device, dtype=torch.float32)
         # summed in float32: a long cumulative sum in half precision drifts
-        mean = (u.float().cumsum(1) / count[:, None]).to(u.dtype)
-        return self.proj_out(mean - u)
+        total = u.float().cumsum(1)
+        state = {
+            "sum": total[:, -1].to(u.dtype, copy=True),  # not a view pinning all of total
+            "count": torch.full((b, 1), t, device=u.device, dtype=torch.long),
+        }
+        mean = (total / count[:, None]).to(u.dtype)
+        del total  # freed before the output projection, as when forward did not keep it
+        return self.proj_out(mean - u), state
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._mix(x)[0]
+
+    def prefill(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Forward over x (B, T, D) in one parallel pass, plus the state that T `step` calls from
+        `init_state` reach: the last row of the cumulative sum and the count T."""
+        return self._mix(x)
 
     def init_state(
         self, batch_size: int, *, device: torch.device, dtype: torch.dtype

@@ -179,15 +179,25 @@ class RWKVTimeMix(nn.Module):
         v = self.value(mix(self.time_mix_v))
         return k, v, torch.sigmoid(self.receptance(mix(self.time_mix_r)))
 
-    def forward(self, x: Tensor) -> Tensor:
+    def _mix(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """x (B, T, D) -> output (B, T, D) and the decoding state after the last token."""
         prev = F.pad(x, (0, 0, 1, -1))  # token shift: x_{t-1}, zeros before the first token
         k, v, r = self._project(x, prev)
         w = -torch.exp(self.time_decay)
         if self.kernel_path == "chunked":
-            y, _ = wkv_chunked(k, v, w, self.time_first, self.chunk_size)
+            y, (a, b, p) = wkv_chunked(k, v, w, self.time_first, self.chunk_size)
         else:
-            y, _ = wkv_ref(k, v, w, self.time_first)
-        return self.output(r * y)
+            y, (a, b, p) = wkv_ref(k, v, w, self.time_first)
+        return self.output(r * y), {"x": x[:, -1].clone(), "num": a, "den": b, "max": p}
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._mix(x)[0]
+
+    def prefill(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Forward over x (B, T, D) in one parallel pass, plus the state that T `step` calls from
+        `init_state` reach: the last input (the next token shift) and the chunked WKV's scaled
+        sums and log scale after the last token."""
+        return self._mix(x)
 
     def init_state(
         self, batch_size: int, *, device: torch.device, dtype: torch.dtype

@@ -74,6 +74,17 @@ class DiagonalSSM(nn.Module):
         dtA = torch.exp(self.log_dt.float())[:, None] * A
         return dtA, torch.view_as_complex(self.C.float()) * torch.expm1(dtA) / A
 
+    def _tables(self, length: int) -> tuple[Tensor, Tensor]:
+        """z^j (C, N/2, s) and W z^(i s) (C, N/2, ceil(T/s)) for T = length, s ~ sqrt(T): every
+        l < T is l = i s + j, so z^l comes from one entry of each (see `kernel`)."""
+        dtA, W = self.discrete()
+        s = max(1, math.isqrt(length))
+        rows = -(-length // s)
+        pos = torch.arange(max(rows, s), device=dtA.device, dtype=torch.float32)
+        inner = torch.exp(dtA[:, :, None] * pos[:s])  # (C, N/2, s): z^j
+        outer = W[:, :, None] * torch.exp(dtA[:, :, None] * (pos[:rows] * s))  # W z^(i s)
+        return inner, outer
+
     def kernel(self, length: int) -> Tensor:
         """K (C, T) in float32: K_l = 2 Re(sum_n W_n z_n^l) with z = exp(dt A), |z| < 1.
 
@@ -81,14 +92,29 @@ class DiagonalSSM(nn.Module):
         channel of (T/s, N/2) by (N/2, s) tables: T N/2 multiply-adds but only (T/s + s) N/2
         complex exponentials (the exponentials, not the sums, dominate a direct Vandermonde).
         """
-        dtA, W = self.discrete()
-        s = max(1, math.isqrt(length))
-        rows = -(-length // s)
-        pos = torch.arange(max(rows, s), device=dtA.device, dtype=torch.float32)
-        inner = torch.exp(dtA[:, :, None] * pos[:s])  # (C, N/2, s): z^j
-        outer = W[:, :, None] * torch.exp(dtA[:, :, None] * (pos[:rows] * s))  # W z^(i s)
+        return self._kernel(*self._tables(length), length)
+
+    @staticmethod
+    def _kernel(inner: Tensor, outer: Tensor, length: int) -> Tensor:
         k = outer.transpose(1, 2) @ inner  # (C, T/s, s) complex
         return 2 * k.real.flatten(1)[:, :length]
+
+    def kernel_and_state(self, u: Tensor) -> tuple[Tensor, Tensor]:
+        """For u (..., C, T): the kernel K (C, T) as `kernel(T)` gives it, and the state (..., C,
+        N/2) complex64 that T `step` calls from zeros reach, in closed form from the same tables.
+
+        The state is h = sum_l W z^l u_{T-1-l}. With l = i s + j it is sum_i W z^(i s) (sum_j z^j
+        u_{T-1-i s-j}): a real matmul of the time-reversed input, cut in rows of s steps, with the
+        z^j table, then a weighted sum over the T/s rows. O(T N) work, no loop over time.
+        """
+        t = u.shape[-1]
+        inner, outer = self._tables(t)
+        (c, half, s), rows = inner.shape, outer.shape[-1]
+        # u_{T-1-l} at [.., i, j]: (..., C, T/s, s), zeros past the first input
+        back = F.pad(u.float().flip(-1), (0, rows * s - t)).unflatten(-1, (rows, s))
+        table = torch.view_as_real(inner).permute(0, 2, 1, 3).reshape(c, s, 2 * half)  # (C, s, N)
+        partial = torch.view_as_complex((back @ table).unflatten(-1, (half, 2)))  # (.., T/s, N/2)
+        return self._kernel(inner, outer, t), (partial * outer.transpose(1, 2)).sum(-2)
 
     def step(self, u: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
         """u (..., C) real, h (..., C, N/2) complex -> y (..., C) float32, new h."""
@@ -126,10 +152,22 @@ class S4DMixer(nn.Module):
     def _output(self, y: Tensor) -> Tensor:
         return F.glu(self.out(F.gelu(y)), dim=-1)
 
+    def _convolve(self, u: Tensor, k: Tensor) -> Tensor:
+        """u (B, D, T) and the SSM kernel k (D, T) -> output (B, T, D)."""
+        y = long_conv(u, k, self.kernel_path) + self.D[:, None] * u
+        return self._output(y.transpose(1, 2))
+
     def forward(self, x: Tensor) -> Tensor:
         u = x.transpose(1, 2)  # (B, D, T)
-        y = long_conv(u, self.ssm.kernel(x.shape[1]), self.kernel_path) + self.D[:, None] * u
-        return self._output(y.transpose(1, 2))  # (B, T, D)
+        return self._convolve(u, self.ssm.kernel(x.shape[1]))  # (B, T, D)
+
+    def prefill(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Forward over x (B, T, D) in one parallel pass, plus the state that T `step` calls from
+        `init_state` reach, in closed form from the kernel's tables of decay powers (forward
+        skips it: it costs about as much as the kernel)."""
+        u = x.transpose(1, 2)  # (B, D, T)
+        k, h = self.ssm.kernel_and_state(u)
+        return self._convolve(u, k), {"h": torch.view_as_real(h).to(x.dtype)}
 
     def init_state(
         self, batch_size: int, *, device: torch.device, dtype: torch.dtype

@@ -4,7 +4,8 @@ the sparse/local family. The parallel form is blocked, so it is linear in sequen
 queries are cut into blocks of `window` tokens and each block attends to its own block and the
 previous one under a band mask; a reference runs full attention with a T x T band mask. Decoding
 keeps a rolling key/value cache of at most `window` tokens: state 2 x min(T, window) x D per
-layer, flat once the window is full."""
+layer, flat once the window is full. The cache is preallocated (2 x window slots at most): a step
+writes one slot and the live window moves into a fresh buffer once every `window` steps."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._common import Variant, choice, integer, register
+from ._kv import KVCache
 from .transformer import AttentionMixer, check_heads
 
 __all__ = [
@@ -101,30 +103,37 @@ def sliding_window_blocked(q: Tensor, k: Tensor, v: Tensor, window: int) -> Tens
 class SlidingWindowMixer(AttentionMixer):
     """The transformer's attention (projections, RoPE, init) with a window on the keys.
 
-    State {"k", "v"}: (B, H, <= window, hd) rolling cache of rotated keys and values, plus the
-    position of the next token "pos" (an int: RoPE needs it once the cache stops growing).
+    State: a `KVCache` with a window, whose "k", "v" are the rotated keys and values of the last
+    <= window tokens, (B, H, <= window, hd), and "pos" the position of the next token (RoPE needs
+    it once the cache stops growing).
     """
 
     def __init__(self, d_model: int, n_heads: int, n_layers: int, window: int, attention: str):
         super().__init__(d_model, n_heads, n_layers)
         self.window, self.kernel_path = window, attention
 
-    def forward(self, x: Tensor) -> Tensor:
+    def _attend(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         q, k, v = self._qkv(x, 0)  # (B, H, T, hd)
         attend = sliding_window_blocked if self.kernel_path == "blocked" else sliding_window_ref
-        return self._merge(attend(q, k, v, self.window))
+        return self._merge(attend(q, k, v, self.window)), k, v
 
-    def init_state(
-        self, batch_size: int, *, device: torch.device, dtype: torch.dtype
-    ) -> dict[str, Any]:
-        return {**super().init_state(batch_size, device=device, dtype=dtype), "pos": 0}
+    def forward(self, x: Tensor) -> Tensor:
+        return self._attend(x)[0]
 
-    def step(self, x_t: Tensor, state: dict[str, Any]) -> tuple[Tensor, dict[str, Any]]:
+    def prefill(self, x: Tensor) -> tuple[Tensor, KVCache]:
+        """forward(x) and a cache of the last min(T, window) keys and values, pos T."""
+        y, k, v = self._attend(x)
+        return y, KVCache.from_tokens(k=k, v=v, window=self.window)
+
+    def init_state(self, batch_size: int, *, device: torch.device, dtype: torch.dtype) -> KVCache:
+        empty = self._empty_kv(batch_size, device, dtype)
+        return KVCache.from_tokens(k=empty, v=empty, window=self.window)
+
+    def step(self, x_t: Tensor, state: KVCache) -> tuple[Tensor, KVCache]:
         q, k, v = self._qkv(x_t, state["pos"])  # (B, H, 1, hd)
-        k = torch.cat([state["k"], k], dim=2)[:, :, -self.window :]  # (B, H, <= w, hd)
-        v = torch.cat([state["v"], v], dim=2)[:, :, -self.window :]
-        y = F.scaled_dot_product_attention(q, k, v)
-        return self._merge(y), {"k": k, "v": v, "pos": state["pos"] + 1}
+        state = state.append(k=k, v=v)  # the last <= w tokens, this one included
+        y = F.scaled_dot_product_attention(q, state["k"], state["v"])
+        return self._merge(y), state
 
     def state_size(self, seq_len: int) -> int:
         return 2 * min(seq_len, self.window) * self.d_model

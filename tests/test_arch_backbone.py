@@ -252,6 +252,6 @@ def test_block_state_model_blockwise_matches_reference() -> None:
 def test_block_state_keeps_only_the_current_block(length: int) -> None:
     model = small_model("block_state", block_len=8).eval()
     state = assert_step_matches_forward(model, length)
-    assert state[0]["k"].shape[2] == length % 8
+    assert state[0]["kv"]["k"].shape[2] == length % 8
     kv = 2 * SMALL["d_model"] * (length % 8)
     assert model.state_size(length) - model.state_size(0) == 2 * kv  # two layers

@@ -121,11 +121,12 @@ def test_build_is_seeded_by_caller_and_config_is_canonical(name: str) -> None:
 
 
 def test_kernel_paths() -> None:
-    assert small_model("transformer").kernel_path == "sdpa"
+    assert small_model("transformer").kernel_path == "sdpa+static_cache"
+    assert small_model("transformer", kv_cache="concat").kernel_path == "sdpa+concat_cache"
     assert small_model("linear_attention").kernel_path == "chunked"
     assert small_model("mamba").kernel_path == "chunked"
     assert small_model("mamba", scan="reference").kernel_path == "reference"
-    assert small_model("hybrid").kernel_path == "chunked+sdpa"
+    assert small_model("hybrid").kernel_path == "chunked+sdpa+static_cache"
 
 
 def test_hybrid_puts_attention_last_in_each_group() -> None:
