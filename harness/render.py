@@ -1,11 +1,15 @@
 """Static leaderboard site: a pure function of the database (STYLE rule 10).
 
-``build(engine, out)`` wipes ``out``, copies static assets, renders Jinja2 templates
-(autoescaped, StrictUndefined) from sorted rows, so two builds of the same data are identical.
+``build(engine, out)`` renders Jinja2 templates (autoescaped, StrictUndefined) from sorted rows
+into a fresh folder beside ``out``, then swaps it in, so two builds of the same data are identical
+and a failed build never leaves half a site. It replaces only an empty folder or an earlier
+build (marked by ``.archbench-site``); never a folder holding a database, the working directory,
+one of its parents, or the home folder. File names come from ``slug``, never raw names.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from collections import defaultdict
@@ -16,6 +20,23 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from sqlalchemy.engine import Engine
 
 from harness import db
+from harness.outputs import (  # noqa: F401 - re-exported: site callers name them here
+    MARKER_TEXT,
+    SITE_MARKER,
+    OutputError,
+    _fresh_sibling,
+    _swap_in,
+    check_file_out,
+    check_site_out,
+    database_path,
+    inside,
+    slug,
+    unique_slugs,
+)
+from harness.stats import NOISY_IQR_OVER_MEDIAN
+
+TIMED_UNITS = frozenset({"ms", "tokens/s", "x reference"})
+
 
 PACKAGE_ASSETS = Path(__file__).resolve().parent / "site_assets"  # wheel install
 SOURCE_ASSETS = Path(__file__).resolve().parent.parent / "site"  # source checkout
@@ -71,18 +92,125 @@ def shade(column: dict[str, Any], value: float | None, floor: float | None = Non
 
 
 def flags(row: dict[str, Any] | None) -> list[dict[str, str]]:
-    """Marks a reader must see beside a trained row's number: not converged, not learned in
-    range (length generalisation is then not what failed)."""
+    """Marks a reader must see beside a row's number: for a trained row not converged, not
+    learned in range (length generalisation is then not what failed); for a timed row noisy,
+    contended, CI target missed (``timing_flags``)."""
     extra = (row or {}).get("extra") or {}
     out = []
     if extra.get("not_converged"):
-        out.append({"mark": "not converged", "why": extra.get("convergence", "")})
+        out.append({"mark": "not converged", "kind": "training",
+                    "why": extra.get("convergence", "")})
     if extra.get("learned_in_range") is False:
-        out.append({"mark": "not learned in range",
+        out.append({"mark": "not learned in range", "kind": "training",
                     "why": f"in-range accuracy {fmt(extra.get('accuracy_in_range'))} < 0.9: the "
                            "model never learned the task, so this is not a length "
                            "generalisation result"})
+    if row is not None and row["status"] == "ok":
+        out.extend(timing_flags(row))
     return out
+
+
+def is_timed(row: dict[str, Any]) -> bool:
+    """A latency or throughput figure: it is shown with its CI and its trust marks."""
+    return row["unit"] in TIMED_UNITS or "noisy" in (row.get("extra") or {})
+
+
+def _plain(value: Any) -> str:
+    """A stored fact as short text: numbers through ``fmt``, containers as sorted JSON."""
+    if isinstance(value, bool) or value is None:
+        return str(value).lower()
+    if isinstance(value, (int, float)):
+        return fmt(float(value))
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True, default=str)
+    return str(value)
+
+
+def _relative(part: float | None, whole: float | None) -> str:
+    """'12%' for part / whole, '' when either is missing or whole is 0."""
+    if part is None or whole is None or whole == 0:
+        return ""
+    return f"{abs(part / whole):.0%}"
+
+
+CONTENTION_FIGURES = ("others_cpu_cores", "others_beyond_free_cores", "steal_fraction",
+                      "throttled_fraction", "load_avg_after", "score")
+
+
+def contention_note(contention: Any) -> str:
+    """The figures behind a contended mark, short enough for a tooltip: the kept attempt's
+    rule hits ('reasons') and figures (``harness.contention``) and how many attempts were
+    made; a flat dict of other figures is listed as it is."""
+    if not isinstance(contention, dict):
+        return _plain(contention) if contention else ""
+    attempts, kept = contention.get("attempts"), contention.get("kept_attempt")
+    figures = contention
+    if isinstance(attempts, list) and isinstance(kept, int) and 0 <= kept < len(attempts) \
+            and isinstance(attempts[kept], dict):
+        figures = attempts[kept]
+    parts = [str(r) for r in figures.get("reasons") or []]
+    known = [k for k in CONTENTION_FIGURES if figures.get(k) is not None]
+    if figures is contention and not known and not parts:
+        known = sorted(k for k, v in contention.items()
+                       if isinstance(v, (int, float, str)) and not isinstance(v, bool))
+    parts += [f"{k} {_plain(figures[k])}" for k in known]
+    if isinstance(contention.get("n_attempts"), int) and isinstance(kept, int):
+        parts.append(f"kept attempt {kept + 1} of {contention['n_attempts']}"
+                     + (f" ({contention['stop_reason']})" if contention.get("stop_reason")
+                        else ""))
+    return "; ".join(parts)
+
+
+def timing_flags(row: dict[str, Any]) -> list[dict[str, str]]:
+    """noisy (IQR/median above the threshold), contended (other processes used the CPU while
+    it was timed; the recorded figures go in the title), CI target missed (``ci_met`` false:
+    the CI half-width stayed above ``ci_target`` x median, harness.timing)."""
+    extra = row.get("extra") or {}
+    out = []
+    if extra.get("noisy"):
+        rel = _relative(row.get("spread"), row.get("value"))
+        out.append({"mark": "noisy", "kind": "noisy",
+                    "why": f"noisy: IQR/median {rel + ' ' if rel else ''}> "
+                           f"{NOISY_IQR_OVER_MEDIAN:.0%}: the timing samples spread widely, "
+                           "so compare this figure with care"})
+    if extra.get("contended"):
+        facts = contention_note(extra.get("contention"))
+        out.append({"mark": "contended", "kind": "contended",
+                    "why": "contended: other processes used the CPU while this was timed"
+                           + (f" ({facts})" if facts else "")})
+    if extra.get("ci_met") is False:
+        target = extra.get("ci_target")
+        half = (None if row.get("ci_low") is None or row.get("ci_high") is None
+                else (row["ci_high"] - row["ci_low"]) / 2)
+        rel = _relative(half, row.get("value"))
+        goal = (f" of ± {target:.0%} of the median"
+                if isinstance(target, (int, float)) and not isinstance(target, bool)
+                else (f" ({_plain(target)})" if target is not None else ""))
+        out.append({"mark": "CI target missed", "kind": "ci",
+                    "why": "CI target missed: sampling stopped at its cap before the 95% CI of "
+                           f"the median reached its target{goal}"
+                           + (f"; achieved ± {rel} of the median" if rel else "")})
+    return out
+
+
+def ci_text(row: dict[str, Any]) -> str:
+    """'[3.90–4.60]' (95% CI of the median) for a timed row, 'no CI (n=5)' without one."""
+    if row.get("ci_low") is not None and row.get("ci_high") is not None:
+        return f"[{fmt(row['ci_low'])}–{fmt(row['ci_high'])}]"
+    return f"no CI (n={row['n_samples']})"
+
+
+def ref_view(row: dict[str, Any]) -> dict[str, str] | None:
+    """'1.8x ref' beside a latency in ms whose row stored the reference-normalised ratio."""
+    extra = row.get("extra") or {}
+    ratio = extra.get("ref_ratio")
+    if row["unit"] != "ms" or not isinstance(ratio, (int, float)) or isinstance(ratio, bool):
+        return None
+    ref = extra.get("ref_ms")
+    timed = f" ({fmt(float(ref))} ms)" if isinstance(ref, (int, float)) else ""
+    return {"text": f"{fmt(float(ratio), 2)}x ref",
+            "why": f"{fmt(float(ratio))} x the latency of a fixed reference workload{timed} "
+                   "timed in the same rounds: moves less with machine load than the raw ms"}
 
 
 def baseline_note(extra: dict[str, Any]) -> str:
@@ -119,7 +247,7 @@ def seed_view(row: dict[str, Any], mean: dict[str, Any]) -> dict[str, Any]:
              f"{fmt(p['ci_high'])}]; {baseline_note(row.get('extra') or {})}"
              f"{training_note(p)}{row['method']}; code {row['code_version']}")
     return {"status": "ok", "text": f"{fmt(mean['value'])} ± {fmt(half)} (n={p['n_seeds']})",
-            "title": title, "sort": repr(mean["value"])}
+            "title": title, "sort": repr(mean["value"]), "ci": "", "ref": None}
 
 
 def registered_task(task: str) -> Any:
@@ -191,24 +319,32 @@ def leaderboards(rows: list[dict[str, Any]], hardware: dict[str, dict[str, Any]]
 
 
 def cell_view(row: dict[str, Any] | None) -> dict[str, Any]:
+    """Text, tooltip, sort key and marks of one row; a timed row shows value, unit and CI."""
     if row is None:
         return {"status": "not run", "text": "not run", "title": "no result", "sort": "",
-                "flags": []}
+                "flags": [], "ci": "", "ref": None}
     if row["status"] != "ok":
         error = (row["error"] or "").strip().splitlines()
         return {"status": row["status"], "text": row["status"],
-                "title": error[-1][:300] if error else row["status"], "sort": "", "flags": []}
-    spread = f" ± {fmt(row['spread'] / 2)}" if row["spread"] is not None else ""
+                "title": error[-1][:300] if error else row["status"], "sort": "", "flags": [],
+                "ci": "", "ref": None}
     ci = (f"95% CI of median [{fmt(row['ci_low'])}, {fmt(row['ci_high'])}]; "
           if row["ci_low"] is not None else "")
     extra = row.get("extra") or {}
     marks = "".join(f"{f['mark']}: {f['why']}; " for f in flags(row))
+    ref = ref_view(row)
     title = (f"{marks}{ci}IQR {fmt(row['spread'])}; n={row['n_samples']}; "
+             f"{ref['why'] + '; ' if ref else ''}"
              f"{baseline_note(extra)}{training_note(extra)}method: {row['method']}; "
              f"kernel: {row['kernel_path'] or '-'}; {row['device']} {row['dtype']} "
              f"{row['threads']} threads; code {row['code_version']}")
-    return {"status": "ok", "text": fmt(row["value"]) + spread, "title": title,
-            "sort": repr(row["value"]), "flags": flags(row)}
+    if is_timed(row):
+        text, shown_ci = f"{fmt(row['value'])} {row['unit']}", ci_text(row)
+    else:
+        spread = f" ± {fmt(row['spread'] / 2)}" if row["spread"] is not None else ""
+        text, shown_ci = fmt(row["value"]) + spread, ""
+    return {"status": "ok", "text": text, "title": title, "sort": repr(row["value"]),
+            "flags": flags(row), "ci": shown_ci, "ref": ref}
 
 
 def arch_pages(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -235,6 +371,7 @@ def scaling_boards(rows: list[dict[str, Any]], derived: list[dict[str, Any]],
     from harness.derive import sweep_series
     from harness.plots import loglog
 
+    marked = marked_points(rows)
     boards = []
     for (fp, task, metric, series, key), by_arch in sorted(sweep_series(rows).items()):
         if max(len(p) for p in by_arch.values()) < 2:
@@ -247,8 +384,29 @@ def scaling_boards(rows: list[dict[str, Any]], derived: list[dict[str, Any]],
             "key": key, "svg": loglog(by_arch, key, f"{metric} ({unit})"),
             "exponents": [d for d in mine if d["kind"] == "scaling_exponent"],
             "crossovers": [d for d in mine if d["kind"] == "crossover_length"],
+            "marked": marked.get((fp, task, metric, series, key), []),
         })
     return boards
+
+
+def marked_points(rows: list[dict[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:
+    """Sweep group -> the plotted points whose newest row carries a timing mark, with its CI:
+    a plot cannot show them, so the page lists them under it."""
+    from harness.derive import sweep_series
+
+    newest: dict[tuple, dict[tuple[str, int], dict[str, Any]]] = defaultdict(dict)
+    for row in rows:  # oldest first, as sweep_series reads them, so newer rows overwrite
+        for group, by_arch in sweep_series([row]).items():
+            for arch, points in by_arch.items():
+                for x in points:
+                    newest[group][(arch, x)] = row
+    out: dict[tuple, list[dict[str, Any]]] = {}
+    for group, points in newest.items():
+        views = [{"arch": arch, "x": x, **cell_view(row)}
+                 for (arch, x), row in sorted(points.items()) if timing_flags(row)]
+        if views:
+            out[group] = views
+    return out
 
 
 def achieved_rows(derived: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -265,29 +423,54 @@ def achieved_rows(derived: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def build(engine: Engine, out: Path) -> Path:
-    """Render the site into ``out`` (wiped first); returns the index path."""
+    """Render the site into ``out``, replacing an earlier build there; returns the index path.
+
+    Raises OutputError, before any work and with nothing deleted, where ``out`` may not be
+    replaced (``check_site_out``)."""
+    out = Path(out)
     assets = assets_dir()
+    check_site_out(out, database_path(engine), assets)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = _fresh_sibling(out, "building")
+        staging.mkdir()
+    except OSError as e:
+        raise OutputError(f"{out}: cannot create the site beside it ({e.strerror})") from None
+    try:
+        render_into(engine, staging, assets)
+        (staging / SITE_MARKER).write_text(MARKER_TEXT)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    _swap_in(staging, out)
+    return out / "index.html"
+
+
+def render_into(engine: Engine, out: Path, assets: Path) -> None:
+    """Write every page of the site into the empty folder ``out``."""
     rows = db.results(engine)
     hardware = db.hardware(engine)
     env = Environment(loader=FileSystemLoader(assets / "templates"), autoescape=True,
                       undefined=StrictUndefined, keep_trailing_newline=True)
     env.filters["fmt"] = fmt
-    if out.exists():
-        shutil.rmtree(out)
-    shutil.copytree(assets / "static", out / "static")
+    env.filters["slug"] = slug
+    env.globals["noisy_threshold"] = f"{NOISY_IQR_OVER_MEDIAN:.0%}"
+    shutil.copytree(assets / "static", inside(out, "static"))
     pages = arch_pages(rows)
-    index = out / "index.html"
+    files = unique_slugs(pages)
     derived = db.derived(engine)
-    index.write_text(env.get_template("index.html").render(
+    inside(out, "index.html").write_text(env.get_template("index.html").render(
         boards=leaderboards(rows, hardware, derived), n_results=len(rows), root=".",
         archs=sorted(pages)))
-    (out / "capability.html").write_text(env.get_template("capability.html").render(
+    inside(out, "capability.html").write_text(env.get_template("capability.html").render(
         boards=leaderboards(rows, hardware, derived, kind="accuracy"), root="."))
-    (out / "scaling.html").write_text(env.get_template("scaling.html").render(
+    inside(out, "scaling.html").write_text(env.get_template("scaling.html").render(
         boards=scaling_boards(rows, derived, hardware), achieved=achieved_rows(derived),
         root="."))
-    (out / "arch").mkdir()
+    inside(out, "arch").mkdir()
     for name, arch_rows in sorted(pages.items()):
-        (out / "arch" / f"{name}.html").write_text(env.get_template("arch.html").render(
-            info=arch_info(name), rows=arch_rows, hardware=hardware, root=".."))
-    return index
+        inside(out, "arch", f"{files[name]}.html").write_text(
+            env.get_template("arch.html").render(info=arch_info(name), rows=arch_rows,
+                                                 hardware=hardware, root=".."))
+
+

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import db, render
+from harness import db, outputs, render
 from tests.conftest import require
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -51,15 +51,19 @@ def test_build_is_deterministic_and_escaped(populated, tmp_path: Path) -> None:
     assert "<script>alert(1)</script>" not in html and "&lt;script&gt;" in html
     assert "Test CPU &lt;x&gt;" in html
     assert "unavailable" in html and "failed" in html
-    assert "1.50 ± 0.100" in html
+    assert "1.50 ms" in html and "[1.40–1.60]" in html  # a latency carries its CI
+    assert "no CI (n=5)" in html  # ... or says it has none
 
 
-def test_build_wipes_stale_output(populated, tmp_path: Path) -> None:
+def test_build_replaces_an_earlier_build(populated, tmp_path: Path) -> None:
     out = tmp_path / "site"
-    out.mkdir()
+    render.build(populated, out)
+    assert (out / outputs.SITE_MARKER).is_file()
     (out / "stale.html").write_text("old")
     render.build(populated, out)
     assert not (out / "stale.html").exists()
+    assert (out / "index.html").is_file() and (out / outputs.SITE_MARKER).is_file()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no leftovers
 
 
 def test_fmt_significant_digits() -> None:
@@ -69,14 +73,20 @@ def test_fmt_significant_digits() -> None:
     assert render.fmt(1.5e-7) == "1.50e-07"
 
 
-def test_site_opens_in_headless_chromium_without_console_errors(populated,
-                                                                tmp_path: Path) -> None:
+def _browser():
+    """playwright's sync entry point, or a skip (a failure where CI requires the browser)."""
     if CHROMIUM is None:
         require("ARCHBENCH_REQUIRE_BROWSER", "Debian's chromium is not installed")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         require("ARCHBENCH_REQUIRE_BROWSER", "playwright (test extra) is not installed")
+    return sync_playwright
+
+
+def test_site_opens_in_headless_chromium_without_console_errors(populated,
+                                                                tmp_path: Path) -> None:
+    sync_playwright = _browser()
     index = render.build(populated, tmp_path / "site")
     problems: list[str] = []
     with sync_playwright() as p:
@@ -101,3 +111,96 @@ def test_site_opens_in_headless_chromium_without_console_errors(populated,
         browser.close()
     assert color == "rgb(163, 34, 43)"  # the stylesheet loaded from file://
     assert problems == []
+
+
+def _timed(arch: str, value: float, ci: tuple[float, float], **extra) -> dict:
+    return _row(arch, "prefill_latency", "latency_ms", value, spread=value * 0.2,
+                ci_low=ci[0], ci_high=ci[1], n_samples=20,
+                summary={"median": value, "ci_low": ci[0], "ci_high": ci[1]}, extra=extra)
+
+
+@pytest.fixture
+def timed(db_url: str) -> db.Engine:
+    """Latency rows with every trust mark: noisy, contended, CI target missed, ref ratio."""
+    engine = db.connect(db_url)
+    db.ensure_hardware(engine, "fp0", {"cpu_model": "Test CPU", "logical_cpus": 2})
+    db.store(engine, [
+        _timed("transformer", 4.27, (3.9, 4.6), noisy=True, contended=False),
+        _timed("mamba", 2.5, (2.4, 2.6), noisy=False, contended=True, contention={
+            "n_attempts": 2, "kept_attempt": 1, "stop_reason": "max_attempts (2) reached",
+            "rule": "contended if ...", "attempts": [
+                {"contended": True, "score": 3.0, "reasons": ["steal 30.0% > 10.0%"]},
+                {"contended": True, "score": 1.5, "others_cpu_cores": 1.25,
+                 "steal_fraction": 0.0, "reasons": ["others' CPU beyond idle cores 1.25 core "
+                                                    "> 0.50 core"]}]}),
+        _timed("hyena", 7.5, (6.0, 9.0), noisy=False, ci_met=False, ci_target=0.05,
+               ref_ms=4.1667, ref_ratio=1.8),
+        {**_timed("hyena", 1.8, (1.7, 1.9), noisy=False), "metric": "latency_vs_ref",
+         "unit": "x reference"},
+    ])
+    return engine
+
+
+def test_timed_figures_show_ci_marks_and_legend_in_headless_chromium(timed,
+                                                                      tmp_path: Path) -> None:
+    sync_playwright = _browser()
+    index = render.build(timed, tmp_path / "site")
+    problems: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: problems.append(str(e)))
+        page.goto(index.resolve().as_uri())
+        cells = {name: page.locator("tbody tr", has=page.locator("th a", has_text=name))
+                 .locator("td").first for name in ("transformer", "mamba", "hyena")}
+        for cell in cells.values():
+            assert cell.is_visible()
+        assert cells["transformer"].inner_text().split() == ["4.27", "ms", "[3.90–4.60]",
+                                                             "noisy"]
+        noisy = cells["transformer"].locator(".flag-noisy")
+        assert noisy.is_visible() and "IQR/median 20% > 10%" in noisy.get_attribute("title")
+        contended = cells["mamba"].locator(".flag-contended")
+        assert contended.is_visible() and contended.inner_text() == "contended"
+        why = contended.get_attribute("title")
+        assert "others' CPU beyond idle cores 1.25 core > 0.50 core" in why
+        assert "others_cpu_cores 1.25" in why and "kept attempt 2 of 2" in why
+        assert "steal 30.0%" not in why  # the figures of the attempt kept, not a discarded one
+        assert cells["mamba"].locator(".ci").inner_text() == "[2.40–2.60]"
+        assert not cells["mamba"].locator(".flag-noisy").count()
+        hyena = cells["hyena"]
+        assert hyena.locator(".flag-ci").is_visible()
+        assert hyena.locator(".ref").inner_text() == "1.8x ref"
+        assert "4.17 ms" in hyena.locator(".ref").get_attribute("title")
+        why = hyena.locator(".flag-ci").get_attribute("title")
+        assert "target of ± 5% of the median" in why and "achieved ± 20% of the median" in why
+        legend = page.locator("#marks")
+        assert legend.is_visible()
+        for word in ("noisy", "IQR / median > 10%", "contended", "other processes used the CPU",
+                     "CI target missed", "x ref", "reference workload"):
+            assert word in legend.inner_text(), word
+        # the architecture page shows the same marks beside the value, and the CI column
+        page.locator("tbody th a", has_text="hyena").click()
+        assert page.locator("main h1").inner_text().startswith("hyena")
+        row = page.locator("tbody tr", has_text="latency_ms")
+        assert row.locator(".flag-ci").is_visible() and row.locator(".ref").is_visible()
+        assert row.locator(".ci").inner_text() == "[6.00–9.00]"
+        assert page.locator("tbody tr", has_text="latency_vs_ref").locator(".ci").inner_text() \
+            == "[1.70–1.90]"
+        assert page.locator("#marks").is_visible()
+        browser.close()
+    assert problems == []
+
+
+def test_scaling_page_lists_marked_sweep_points(db_url: str, tmp_path: Path) -> None:
+    engine = db.connect(db_url)
+    db.store(engine, [
+        {**_timed(arch, 1.0 * n / 64 * (2 if arch == "mamba" else 1), (0.9, 1.1),
+                  noisy=(arch == "mamba" and n == 128)),
+         "task_config": {"seq_len": n}, "cell_id": f"{arch}-{n}"}
+        for arch in ("mamba", "transformer") for n in (64, 128, 256)])
+    html = (render.build(engine, tmp_path / "site").parent / "scaling.html").read_text()
+    assert "Marked points" in html and 'id="marks"' in html
+    marked = html.split('<ul class="marked">')[1].split("</ul>")[0]
+    assert marked.count("<li") == 1 and "mamba at seq_len 128: 4.00 ms" in marked
+    assert "[0.900–1.10]" in marked and ">noisy</small>" in marked
