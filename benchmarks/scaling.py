@@ -85,7 +85,7 @@ def measure(models: dict[str, Any], cases: list[Key], rounds: int,
         for name, t in cases[shift:] + cases[:shift]:
             x, model = tokens(t), models[name]
             timing = time_fn(lambda m=model, x=x: m(x), warmup=1, min_sample_s=min_sample_s,
-                             n_samples=1)
+                             n_samples=1, reference=None, contention=None, ci_target=None)
             samples[(name, t)].append(timing.samples_s[0] * 1e3)
         print(f"round {r + 1}/{rounds} done", file=sys.stderr, flush=True)
     return samples

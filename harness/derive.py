@@ -18,7 +18,7 @@ from harness.plan import canonical_hash
 from harness.stats import loglog_slope, mean_ci
 
 LENGTH_KEYS = ("seq_len", "context_len")  # the task config keys a sweep varies
-SWEPT_METRICS = ("latency_ms", "peak_memory_mib", "state_bytes_measured")
+SWEPT_METRICS = ("latency_ms", "latency_vs_ref", "peak_memory_mib", "state_bytes_measured")
 MIN_POINTS = 3
 
 

@@ -26,7 +26,8 @@ def measure(device: str, dtype: str, threads: int, size: int = SIZE) -> dict[str
     a, b = (torch.randn(size, size, generator=g).to(device=device, dtype=DTYPES[dtype])
             for _ in range(2))
     timing = time_fn(lambda: a @ b, sync=sync_for(device), warmup=3, min_sample_s=0.05,
-                     n_samples=9, max_total_s=10.0)
+                     n_samples=9, max_total_s=10.0, reference=None, contention=None,
+                     ci_target=None)
     flops = 2 * size**3
     return {"flops_per_s": flops / statistics.median(timing.samples_s),
             "method": f"{size}x{size} @ {size}x{size} matmul, 2*n^3 FLOP / median of "

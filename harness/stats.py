@@ -7,6 +7,7 @@ anywhere the harness runs and their results do not move with library versions.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -48,6 +49,18 @@ def _binomial_half_cdf(k: int, n: int) -> float:
     return sum(math.comb(n, i) for i in range(k + 1)) / 2**n
 
 
+@functools.lru_cache(maxsize=1024)
+def _median_ci_rank(n: int, confidence: float) -> int | None:
+    """Largest k with 1 - 2 P(B <= k - 1) >= confidence, B ~ Binomial(n, 1/2); None if none."""
+    best: int | None = None
+    for k in range(1, n // 2 + 1):
+        if 1.0 - 2.0 * _binomial_half_cdf(k - 1, n) >= confidence:
+            best = k
+        else:
+            break
+    return best
+
+
 def median_ci(samples: Sequence[float], confidence: float = 0.95) -> tuple[float, float] | None:
     """Distribution-free confidence interval of the median, or None when n is too small.
 
@@ -61,16 +74,33 @@ def median_ci(samples: Sequence[float], confidence: float = 0.95) -> tuple[float
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
     xs = _sorted_finite(samples)
-    n = len(xs)
-    best: int | None = None
-    for k in range(1, n // 2 + 1):
-        if 1.0 - 2.0 * _binomial_half_cdf(k - 1, n) >= confidence:
-            best = k
-        else:
-            break
+    best = _median_ci_rank(len(xs), confidence)
     if best is None:
         return None
-    return xs[best - 1], xs[n - best]
+    return xs[best - 1], xs[len(xs) - best]
+
+
+def median_ci_rel_half_width(samples: Sequence[float],
+                             confidence: float = 0.95) -> float | None:
+    """Half-width of ``median_ci``, (hi - lo) / 2, over |median|: the adaptive sampler's stop
+    figure (``harness.timing``). None when the CI does not exist (n < 6 at 95%) or the median
+    is 0 (a relative width is undefined)."""
+    ci = median_ci(samples, confidence)
+    median = quantile(samples, 0.5)
+    if ci is None or median == 0.0:
+        return None
+    return (ci[1] - ci[0]) / 2.0 / abs(median)
+
+
+def paired_ratios(numerators: Sequence[float], denominators: Sequence[float]) -> list[float]:
+    """Element-wise a_i / b_i of two equally long sample sequences taken in pairs (a round of
+    the workload and a round of the reference); raises on unequal lengths or b_i <= 0."""
+    if len(numerators) != len(denominators):
+        raise ValueError(f"paired samples differ in length: {len(numerators)} != "
+                         f"{len(denominators)}")
+    if any(not (math.isfinite(b) and b > 0) for b in denominators):
+        raise ValueError("paired_ratios needs finite positive denominators")
+    return [float(a) / float(b) for a, b in zip(numerators, denominators, strict=True)]
 
 
 @dataclass(frozen=True)

@@ -1,23 +1,64 @@
-"""Shared shaping of timed samples into latency and throughput metrics."""
+"""Shared shaping of timed samples into latency, throughput and reference-normalised metrics.
+
+Every metric carries the same ``extra`` keys about how the samples were taken
+(``harness.timing``): ``noisy``, ``contended``, ``contention``, ``ref_ms``, ``ref_ratio``,
+``ref_method``, ``ci_target``, ``ci_met`` (plus ``iters_per_sample``, ``warmup``, ``n_min``,
+``attempts``). Tasks that time with ``time_fn`` declare ``LATENCY_SPECS``.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from harness.stats import summarize
-from tasks.base import Metric
+from harness.stats import paired_ratios, quantile, summarize
+from tasks.base import Metric, MetricSpec
 
 MS = 1e3
+
+LATENCY = MetricSpec("latency_ms", "ms", False,
+                     "median wall-clock latency of one call (ms), IQR and 95% CI of the median")
+TOKENS_PER_S = MetricSpec("tokens_per_s", "tokens/s", True,
+                          "tokens per call / per-call latency, median over samples")
+LATENCY_VS_REF = MetricSpec(
+    "latency_vs_ref", "x reference", False,
+    "median latency / median latency of a fixed reference matmul timed in the same rounds: "
+    "comparable across processes and load (spread from per-round ratios)")
+LATENCY_SPECS = (LATENCY, TOKENS_PER_S, LATENCY_VS_REF)
+
+VS_REF_METHOD = (
+    "median(workload samples) / median(reference samples): the reference ({ref}) and the "
+    "workload are timed alternately in the same rounds (workload sample, reference sample, "
+    "...), so machine-wide slowdowns hit both and divide out; spread (IQR), CI and samples are "
+    "of the per-round ratios workload_i / reference_i (summary.median is their median)")
+
+
+def timing_info(timing: Any, noisy: bool) -> dict[str, Any]:
+    """The ``extra`` keys every timed metric carries (see the module doc)."""
+    ref_s = list(getattr(timing, "ref_samples_s", ()) or ())
+    ref_ms = quantile(ref_s, 0.5) * MS if ref_s else None
+    median_ms = quantile(timing.samples_s, 0.5) * MS
+    return {
+        "iters_per_sample": timing.iters, "warmup": timing.warmup, "noisy": noisy,
+        "contended": getattr(timing, "contended", None),
+        "contention": getattr(timing, "contention", None),
+        "ref_ms": ref_ms,
+        "ref_ratio": median_ms / ref_ms if ref_ms else None,
+        "ref_method": getattr(timing, "ref_method", None),
+        "ci_target": getattr(timing, "ci_target", None),
+        "ci_met": getattr(timing, "ci_met", None),
+        "n_min": timing.n_requested,
+        "attempts": getattr(timing, "attempts", 1),
+    }
 
 
 def latency_metrics(
     timing: Any, tokens_per_call: int, extra: dict[str, Any], name: str = "latency_ms"
 ) -> list[Metric]:
-    """Median latency (ms per call) with IQR, CI and raw samples, plus tokens per second."""
+    """Median latency (ms per call) with IQR, CI and raw samples, tokens per second, and the
+    latency in multiples of the interleaved reference (``latency_vs_ref``)."""
     samples_ms = [s * MS for s in timing.samples_s]
     summ = summarize(samples_ms)
-    info = {**extra, "iters_per_sample": timing.iters, "warmup": timing.warmup,
-            "noisy": summ.noisy}
+    info = {**extra, **timing_info(timing, summ.noisy)}
     latency = Metric(
         name=name, unit="ms", value=summ.median, higher_is_better=False,
         method=timing.method, n_samples=summ.n, spread=summ.iqr, spread_kind="iqr",
@@ -31,4 +72,25 @@ def latency_metrics(
         n_samples=rate_summ.n, spread=rate_summ.iqr, spread_kind="iqr",
         summary=rate_summ.to_dict(), extra=info,
     )
-    return [latency, throughput]
+    return [latency, throughput, vs_reference_metric(timing, info)]
+
+
+def vs_reference_metric(timing: Any, info: dict[str, Any]) -> Metric:
+    """``latency_vs_ref``: ratio of medians, spread and CI from the per-round ratios;
+    ``unavailable`` (with the reason) when no reference was timed."""
+    ref_s = list(getattr(timing, "ref_samples_s", ()) or ())
+    if not ref_s:
+        return Metric(name=LATENCY_VS_REF.name, unit=LATENCY_VS_REF.unit, value=None,
+                      higher_is_better=False, status="unavailable",
+                      error="no reference workload was timed (time_fn reference=None)",
+                      extra=info)
+    ratios = paired_ratios(timing.samples_s, ref_s)
+    summ = summarize(ratios)
+    value = quantile(timing.samples_s, 0.5) / quantile(ref_s, 0.5)
+    return Metric(
+        name=LATENCY_VS_REF.name, unit=LATENCY_VS_REF.unit, value=value,
+        higher_is_better=False, method=VS_REF_METHOD.format(ref=info.get("ref_method")),
+        n_samples=summ.n, spread=summ.iqr, spread_kind="iqr", summary=summ.to_dict(),
+        samples=ratios,
+        extra={**info, "noisy": summ.noisy, "ref_samples_ms": [s * MS for s in ref_s]},
+    )

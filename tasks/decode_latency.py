@@ -16,9 +16,16 @@ import torch
 import tasks
 from architectures import state_numel
 from harness.context import CellContext
-from harness.timing import time_fn
-from tasks._timed import latency_metrics
-from tasks.base import Metric, Task
+from harness.timing import CI_TARGET, MAX_ATTEMPTS, MAX_SAMPLES, time_fn
+from tasks._timed import LATENCY_SPECS, latency_metrics
+from tasks.base import Metric, MetricSpec, Task
+
+STATE_SPECS = (
+    MetricSpec("state_bytes_measured", "bytes", False,
+               "elements of the decode-state tensors after prefilling L tokens x element size"),
+    MetricSpec("state_bytes_analytic", "bytes", False,
+               "the variant's analytic state_size(L) x batch x element size"),
+)
 
 
 @dataclass(frozen=True)
@@ -29,11 +36,16 @@ class Config:
     warmup: int = 3
     min_sample_s: float = 0.005
     max_total_s: float = 20.0
+    ci_target: float = CI_TARGET  # sample until the median's 95% CI is within this; 0: off
+    max_samples: int = MAX_SAMPLES  # adaptive sampling stops here at the latest
+    max_attempts: int = MAX_ATTEMPTS  # 1: never re-measure a contended measurement
     checkpoint: str = ""  # a checkpoint file or "task:NAME" (task:lm_bpb); "": a fresh model
 
     def validate(self) -> None:
         if self.context_len < 0 or self.batch_size < 1 or self.n_samples < 1:
             raise ValueError("context_len must be >= 0, batch_size and n_samples >= 1")
+        if self.ci_target < 0 or self.max_samples < 1 or self.max_attempts < 1:
+            raise ValueError("ci_target must be >= 0, max_samples and max_attempts >= 1")
 
 
 def run(cfg: Config, ctx: CellContext) -> list[Metric]:
@@ -50,7 +62,8 @@ def run(cfg: Config, ctx: CellContext) -> list[Metric]:
 
         timing = time_fn(
             one_step, sync=ctx.sync, warmup=cfg.warmup, min_sample_s=cfg.min_sample_s,
-            n_samples=cfg.n_samples, max_total_s=cfg.max_total_s,
+            n_samples=cfg.n_samples, max_total_s=cfg.max_total_s, ci_target=cfg.ci_target,
+            max_samples=cfg.max_samples, max_attempts=cfg.max_attempts, device=ctx.device,
         )
     extra = {
         "checkpoint": ctx.checkpoint_path(cfg.checkpoint),
@@ -80,5 +93,5 @@ def state_metrics(model: Any, measured_numel: int, cfg: Config,
 
 TASK = tasks.register(Task(
     name="decode_latency", kind="efficiency", version=3, config_cls=Config, run=run,
-    headline="latency_ms", doc=__doc__ or "",
+    headline="latency_ms", doc=__doc__ or "", metrics=(*LATENCY_SPECS, *STATE_SPECS),
 ))

@@ -1,7 +1,9 @@
 """Prefill latency: one parallel ``forward`` over a (B, T) batch of tokens, inference mode.
 
 Every shape is warmed up before timing; iterations are calibrated so one sample lasts long
-enough to read; the device is synchronised before every clock read.
+enough to read; the device is synchronised before every clock read. Samples alternate with a
+fixed reference matmul (``latency_vs_ref``), their number adapts to a CI target, and a
+measurement taken under contention is re-measured (``harness.timing``; version 2).
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ import torch
 
 import tasks
 from harness.context import CellContext
-from harness.timing import time_fn
-from tasks._timed import latency_metrics
+from harness.timing import CI_TARGET, MAX_ATTEMPTS, MAX_SAMPLES, time_fn
+from tasks._timed import LATENCY_SPECS, latency_metrics
 from tasks.base import Metric, Task
 
 
@@ -25,11 +27,16 @@ class Config:
     warmup: int = 3
     min_sample_s: float = 0.01  # one sample lasts at least this long
     max_total_s: float = 20.0  # stop sampling after this much timing
+    ci_target: float = CI_TARGET  # sample until the median's 95% CI is within this; 0: off
+    max_samples: int = MAX_SAMPLES  # adaptive sampling stops here at the latest
+    max_attempts: int = MAX_ATTEMPTS  # 1: never re-measure a contended measurement
     checkpoint: str = ""  # a checkpoint file or "task:NAME" (task:lm_bpb); "": a fresh model
 
     def validate(self) -> None:
         if self.batch_size < 1 or self.seq_len < 1 or self.n_samples < 1:
             raise ValueError("batch_size, seq_len and n_samples must be >= 1")
+        if self.ci_target < 0 or self.max_samples < 1 or self.max_attempts < 1:
+            raise ValueError("ci_target must be >= 0, max_samples and max_attempts >= 1")
 
 
 def run(cfg: Config, ctx: CellContext) -> list[Metric]:
@@ -39,6 +46,8 @@ def run(cfg: Config, ctx: CellContext) -> list[Metric]:
         timing = time_fn(
             lambda: model(tokens), sync=ctx.sync, warmup=cfg.warmup,
             min_sample_s=cfg.min_sample_s, n_samples=cfg.n_samples, max_total_s=cfg.max_total_s,
+            ci_target=cfg.ci_target, max_samples=cfg.max_samples, max_attempts=cfg.max_attempts,
+            device=ctx.device,
         )
     extra = {"checkpoint": ctx.checkpoint_path(cfg.checkpoint), "batch_size": cfg.batch_size,
              "seq_len": cfg.seq_len,
@@ -47,6 +56,6 @@ def run(cfg: Config, ctx: CellContext) -> list[Metric]:
 
 
 TASK = tasks.register(Task(
-    name="prefill_latency", kind="efficiency", version=1, config_cls=Config, run=run,
-    headline="latency_ms", doc=__doc__ or "", needs_causal=False,
+    name="prefill_latency", kind="efficiency", version=2, config_cls=Config, run=run,
+    headline="latency_ms", doc=__doc__ or "", needs_causal=False, metrics=LATENCY_SPECS,
 ))

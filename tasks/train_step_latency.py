@@ -2,7 +2,9 @@
 
 Warm-up steps run first (AdamW allocates its moments on the first step); iterations are
 calibrated and the device is synchronised before every clock read. Weights change between
-calls, as in real training; the cost of a step does not depend on their values.
+calls, as in real training; the cost of a step does not depend on their values. Samples
+alternate with a fixed reference matmul (``latency_vs_ref``), their number adapts to a CI
+target, and a measurement taken under contention is re-measured (``harness.timing``; version 2).
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ import torch.nn.functional as F
 
 import tasks
 from harness.context import CellContext
-from harness.timing import time_fn
-from tasks._timed import latency_metrics
+from harness.timing import CI_TARGET, MAX_ATTEMPTS, MAX_SAMPLES, time_fn
+from tasks._timed import LATENCY_SPECS, latency_metrics
 from tasks.base import Metric, Task
 
 
@@ -28,11 +30,16 @@ class Config:
     warmup: int = 2
     min_sample_s: float = 0.02
     max_total_s: float = 30.0
+    ci_target: float = CI_TARGET  # sample until the median's 95% CI is within this; 0: off
+    max_samples: int = MAX_SAMPLES  # adaptive sampling stops here at the latest
+    max_attempts: int = MAX_ATTEMPTS  # 1: never re-measure a contended measurement
     checkpoint: str = ""  # a checkpoint file or "task:NAME" (task:lm_bpb); "": a fresh model
 
     def validate(self) -> None:
         if self.batch_size < 1 or self.seq_len < 2 or self.n_samples < 1:
             raise ValueError("batch_size and n_samples must be >= 1, seq_len >= 2")
+        if self.ci_target < 0 or self.max_samples < 1 or self.max_attempts < 1:
+            raise ValueError("ci_target must be >= 0, max_samples and max_attempts >= 1")
 
 
 def run(cfg: Config, ctx: CellContext) -> list[Metric]:
@@ -51,7 +58,9 @@ def run(cfg: Config, ctx: CellContext) -> list[Metric]:
 
     timing = time_fn(train_step, sync=ctx.sync, warmup=cfg.warmup,
                      min_sample_s=cfg.min_sample_s, n_samples=cfg.n_samples,
-                     max_total_s=cfg.max_total_s)
+                     max_total_s=cfg.max_total_s, ci_target=cfg.ci_target,
+                     max_samples=cfg.max_samples, max_attempts=cfg.max_attempts,
+                     device=ctx.device)
     extra = {"batch_size": cfg.batch_size, "seq_len": cfg.seq_len,
              "kernel_path": model.kernel_path, "optimizer": "AdamW",
              "checkpoint": ctx.checkpoint_path(cfg.checkpoint)}
@@ -59,6 +68,6 @@ def run(cfg: Config, ctx: CellContext) -> list[Metric]:
 
 
 TASK = tasks.register(Task(
-    name="train_step_latency", kind="efficiency", version=1, config_cls=Config, run=run,
-    headline="latency_ms", doc=__doc__ or "",
+    name="train_step_latency", kind="efficiency", version=2, config_cls=Config, run=run,
+    headline="latency_ms", doc=__doc__ or "", metrics=LATENCY_SPECS,
 ))

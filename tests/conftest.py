@@ -10,7 +10,7 @@ import pytest
 
 TINY_TASKS = {
     "prefill_latency": {"seq_len": 32, "n_samples": 5, "warmup": 1, "min_sample_s": 0.001,
-                        "max_total_s": 2.0},
+                        "max_total_s": 2.0, "max_attempts": 1},
     "peak_memory": {"seq_len": 64},
 }
 

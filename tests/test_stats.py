@@ -11,6 +11,8 @@ from harness.stats import (
     loglog_slope,
     mean_ci,
     median_ci,
+    median_ci_rel_half_width,
+    paired_ratios,
     quantile,
     summarize,
     t_quantile,
@@ -53,6 +55,34 @@ def test_median_ci_at_lower_confidence_is_narrower() -> None:
     assert wide is not None and narrow is not None
     assert narrow[0] > wide[0] and narrow[1] < wide[1]
     assert median_ci(xs[:3], 0.5) == (0.0, 2.0)  # n=3, ranks (1, 3): coverage 1 - 2/8 = 0.75
+
+
+def test_median_ci_relative_half_width() -> None:
+    # n=9: CI (x(2), x(8)) = (2, 8) of 1..9, half-width 3, median 5 -> 0.6
+    assert median_ci_rel_half_width([float(i) for i in range(1, 10)]) == pytest.approx(0.6)
+    assert median_ci_rel_half_width([2.0] * 6) == 0.0
+    assert median_ci_rel_half_width([1.0, 2.0, 3.0, 4.0, 5.0]) is None  # n < 6: no CI
+    assert median_ci_rel_half_width([-1.0, 0.0, 0.0, 0.0, 0.0, 1.0]) is None  # median 0
+    # symmetric about a negative median: relative to |median|
+    assert median_ci_rel_half_width([-4.0, -3.0, -2.0, -2.0, -1.0, 0.0]) == pytest.approx(1.0)
+
+
+def test_median_ci_rank_cache_matches_direct_search() -> None:
+    from harness.stats import _binomial_half_cdf
+
+    for n in range(1, 60):
+        xs = [float(i) for i in range(n)]
+        ks = [k for k in range(1, n // 2 + 1) if 1 - 2 * _binomial_half_cdf(k - 1, n) >= 0.95]
+        expected = (xs[max(ks) - 1], xs[n - max(ks)]) if ks else None
+        assert median_ci(xs) == expected, n
+
+
+def test_paired_ratios() -> None:
+    assert paired_ratios([2.0, 3.0, 9.0], [1.0, 2.0, 3.0]) == [2.0, 1.5, 3.0]
+    with pytest.raises(ValueError):
+        paired_ratios([1.0, 2.0], [1.0])
+    with pytest.raises(ValueError):
+        paired_ratios([1.0], [0.0])
 
 
 def test_summarize_exact() -> None:
