@@ -104,6 +104,12 @@ def check_budget(cfg: TrainConfig) -> None:
            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0]
     if bad:
         raise ValueError(f"lr_grid: every learning rate must be a number > 0; got {bad[0]!r}")
+    seen: set[float] = set()
+    for v in cfg.lr_grid:
+        if v in seen:
+            raise ValueError(f"lr_grid: every learning rate once (a repeat is trained twice); "
+                             f"got {v!r} twice")
+        seen.add(v)
     if cfg.search not in _fit.SEARCHES:
         raise ValueError(f"search must be one of {', '.join(_fit.SEARCHES)}; "
                          f"got {cfg.search!r}")

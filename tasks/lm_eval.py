@@ -71,6 +71,10 @@ class Config:
     def validate(self) -> None:
         if not self.tasks or not all(isinstance(t, str) and t for t in self.tasks):
             raise ValueError("tasks must be a non-empty list of lm-eval task names")
+        if len(set(self.tasks)) != len(self.tasks):
+            twice = next(t for i, t in enumerate(self.tasks) if t in self.tasks[:i])
+            raise ValueError(f"tasks must name each lm-eval task once; got {twice[:60]!r} "
+                             "twice")
         if self.limit < 0:
             raise ValueError("limit must be >= 0 (0: every document)")
         if self.batch_size < 1 or self.max_length < 0:
