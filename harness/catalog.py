@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-import architectures
-import tasks
-from harness import suite
+SUITES_DIR = Path(__file__).parent / "suites"  # what harness.suite ships; no registry needed
 
 
 def architecture_entry(name: str) -> dict[str, Any]:
+    import architectures
+
     v = architectures.get(name)
     return {"name": name, "family": v.family, "version": v.version, "papers": list(v.papers),
             "causal": getattr(v, "causal", True), "config_keys": architectures.config_keys(name),
@@ -17,6 +18,8 @@ def architecture_entry(name: str) -> dict[str, Any]:
 
 
 def task_entry(name: str) -> dict[str, Any]:
+    import tasks
+
     t = tasks.get(name)
     return {"name": name, "kind": t.kind, "version": t.version, "headline": t.headline,
             "config": tasks.resolve_config(name), "doc": t.doc.strip(),
@@ -26,7 +29,11 @@ def task_entry(name: str) -> dict[str, Any]:
 
 def listing(what: str) -> list[dict[str, Any]]:
     if what == "architectures":
+        import architectures
+
         return [architecture_entry(n) for n in architectures.names()]
     if what == "tasks":
+        import tasks
+
         return [task_entry(n) for n in tasks.names()]
-    return [{"name": n, "path": str(suite.SUITES_DIR / f"{n}.yaml")} for n in suite.shipped()]
+    return [{"name": p.stem, "path": str(p)} for p in sorted(SUITES_DIR.glob("*.yaml"))]

@@ -6,10 +6,8 @@ storage and the terminal; this process only measures.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
-import signal
 import sys
 import time
 import traceback
@@ -19,20 +17,50 @@ CHECKPOINT_ENV = "ARCHBENCH_CHECKPOINTS"
 DEFAULT_CHECKPOINTS = "results/checkpoints"
 
 
-def _die_with_parent() -> None:
-    """Linux: get SIGKILL when the runner dies, so a killed run leaves no orphan measuring."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
 def classify(err: BaseException) -> str:
+    """The status a cell's exception stands for: one it declares (``err.status``, e.g. a
+    diverged training run), ``oom`` for a failed allocation, else ``failed``."""
+    declared = getattr(err, "status", None)
+    if isinstance(declared, str) and declared:
+        return declared
     text = f"{type(err).__name__}: {err}".lower()
     if isinstance(err, MemoryError) or "out of memory" in text or "can't allocate" in text:
         return "oom"
     return "failed"
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe form of what a task returned: numpy and torch values become numbers and
+    lists, non-finite floats stay floats (the runner turns them into nulls with a reason),
+    anything else its ``repr``."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value
+    tolist = getattr(value, "tolist", None)  # numpy arrays and scalars, torch tensors
+    if callable(tolist):
+        try:
+            return _plain(tolist())
+        except Exception:  # noqa: BLE001 - fall through to repr
+            pass
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def write_outcome(path: str, outcome: dict[str, Any]) -> None:
+    """Write atomically (a temporary file renamed over ``path``): the runner never reads a
+    half-written outcome."""
+    text = json.dumps(_plain(outcome))
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
 
 
 def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
@@ -56,12 +84,16 @@ def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
 
     cfg = build_config(task.config_cls, spec["task_config"], task.name)
     metrics = task.run(cfg, ctx)
-    return {"status": "ok", "metrics": [m.to_dict() for m in metrics],
-            "threads_used": torch.get_num_threads()}
+    outcome = {"status": "ok", "metrics": [m.to_dict() for m in metrics],
+               "threads_used": torch.get_num_threads()}
+    if spec.get("measure_peak"):  # the matmul peak this setting lacks, in this same process
+        from harness import peak
+
+        outcome["peak"] = peak.measure(spec["device"], spec["dtype"], spec["threads"])
+    return outcome
 
 
 def main(argv: list[str] | None = None) -> int:
-    _die_with_parent()
     spec_path, out_path = (argv or sys.argv[1:])[:2]
     with open(spec_path) as f:
         spec = json.load(f)
@@ -70,9 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         outcome = run_spec(spec)
     except Exception as err:  # a crash in a cell becomes a row, never a lost run
         outcome = {"status": classify(err), "error": traceback.format_exc(limit=20)}
-    outcome["wall_s"] = time.perf_counter() - start
-    with open(out_path, "w") as f:
-        json.dump(outcome, f, default=float)
+    outcome["measure_s"] = time.perf_counter() - start  # this process's work, start-up excluded
+    write_outcome(out_path, outcome)
     return 0
 
 

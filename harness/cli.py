@@ -1,21 +1,46 @@
-"""``archbench`` command line: parses arguments and calls named steps; owns the terminal."""
+"""``archbench`` command line: parses arguments and calls named steps; owns the terminal.
+
+Exit codes: 0 success; 1 ``run`` finished but some cell did not end ``ok``, ``unavailable`` or
+``unsupported`` (``--allow-failures`` keeps 0); 2 bad input (one line naming the file or flag,
+the field and what is allowed); 130 interrupted (run the same command again to resume).
+
+Only ``run``, ``plan`` and ``list architectures|tasks`` load the registry (and so torch and any
+plugins); ``list suites``, ``site``, ``export`` and ``doctor``'s database check never do.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.configs import ConfigError
-from harness.plugins import PluginError
-from harness.registry import RegistryError
-from harness.suite import SuiteError
+# (module, class) of every error that is the user's input, not a bug: one line, exit 2. Looked
+# up in sys.modules, so naming them costs no import (a module never imported raised nothing).
+USER_ERROR_CLASSES = (("harness.suite", "SuiteError"), ("harness.configs", "ConfigError"),
+                      ("harness.plugins", "PluginError"), ("harness.registry", "RegistryError"),
+                      ("harness.dburl", "DbUrlError"), ("harness.outputs", "OutputError"))
+MAX_TIMEOUT_S = 7 * 24 * 3600.0
+NEEDS_REGISTRY = {"run", "plan"}
 
-USER_ERRORS = (SuiteError, ConfigError, PluginError, RegistryError)
+
+class UsageError(ValueError):
+    """A flag with a value it cannot take; the message is one line."""
+
+
+def is_user_error(err: BaseException) -> bool:
+    if isinstance(err, UsageError):
+        return True
+    for module, name in USER_ERROR_CLASSES:
+        cls = getattr(sys.modules.get(module), name, None)
+        if isinstance(cls, type) and isinstance(err, cls):
+            return True
+    return False
 
 
 def parser() -> argparse.ArgumentParser:
@@ -44,6 +69,12 @@ def parser() -> argparse.ArgumentParser:
                     "(default: $ARCHBENCH_CHECKPOINTS or results/checkpoints)")
     rn.add_argument("--dry-run", action="store_true",
                     help="print the plan (cells, warnings, ETA) and run nothing")
+    rn.add_argument("--allow-failures", action="store_true",
+                    help="exit 0 even when some cells failed, timed out, ran out of memory, "
+                    "diverged or were killed (default: exit 1)")
+    rn.add_argument("--memory-limit", metavar="SIZE",
+                    help="address-space cap of each CPU cell, e.g. 4GiB or 512MiB (default: "
+                    "the suite's memory_limit, else 80%% of RAM over --jobs)")
 
     pl = sub.add_parser("plan", help="print a suite's cells, warnings and an ETA; runs nothing")
     pl.add_argument("--suite", required=True, help="shipped suite name or path to YAML")
@@ -64,21 +95,72 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt  # SIGTERM ends a run as `interrupted`, like Ctrl-C
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    previous = signal.getsignal(signal.SIGTERM)
+    if args.command == "run":
+        signal.signal(signal.SIGTERM, _interrupt)
     try:
-        from harness import plugins
+        if args.command in NEEDS_REGISTRY or getattr(args, "what", "") in ("architectures",
+                                                                          "tasks"):
+            from harness import plugins
 
-        plugins.load_entry_points()  # installed plugins first, then --plugin files
-        for path in args.plugin:
-            plugins.load(path)
+            plugins.load_entry_points()  # installed plugins first, then --plugin files
+            for path in args.plugin:
+                plugins.load(path)
         return COMMANDS[args.command](args)
-    except USER_ERRORS as err:
-        print(f"archbench: error: {err}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("archbench: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:
+        if not is_user_error(err):
+            raise
+        text = " ".join(str(err).split())
+        print(f"archbench: error: {text}", file=sys.stderr)
+        return 2
+    finally:
+        if args.command == "run":
+            signal.signal(signal.SIGTERM, previous)
+
+
+def db_url(args: argparse.Namespace) -> str:
+    """The checked database URL: malformed, unsupported or in-memory ones are refused here,
+    before any work (an in-memory database would discard every result)."""
+    from harness import dburl
+
+    return dburl.resolve(args.db)  # flag, then $ARCHBENCH_DB, then the default; checked
+
+
+def _check_run_flags(args: argparse.Namespace) -> None:
+    if args.jobs < 1:
+        raise UsageError(f"--jobs: must be an integer >= 1, got {args.jobs}")
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads: must be an integer >= 1, got {args.threads}")
+    timeout = getattr(args, "timeout", None)
+    if timeout is not None and not (math.isfinite(timeout) and 0 < timeout <= MAX_TIMEOUT_S):
+        raise UsageError(f"--timeout: must be seconds in (0, {MAX_TIMEOUT_S:g}], got {timeout}")
+
+
+def parse_size(text: str, where: str) -> int:
+    """``4GiB``, ``512MiB``, ``2G``, ``1e9`` -> bytes; one-line error otherwise."""
+    units = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 2**10, "m": 10**6, "mb": 10**6,
+             "mib": 2**20, "g": 10**9, "gb": 10**9, "gib": 2**30, "t": 10**12, "tb": 10**12,
+             "tib": 2**40}
+    raw = str(text).strip().lower().replace(" ", "")
+    number = raw.rstrip("kmgtib")
+    unit = raw[len(number):]
+    try:
+        value = float(number) * units[unit]
+    except (ValueError, KeyError):
+        raise UsageError(f"{where}: expected a size such as 4GiB, 512MiB or bytes, got "
+                         f"{text!r}") from None
+    if not math.isfinite(value) or value < 2**26:
+        raise UsageError(f"{where}: must be at least 64MiB, got {text!r}")
+    return int(value)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -94,20 +176,41 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from harness import db, plan, runner, suite
-    from harness.progress import Progress
-
-    if args.jobs < 1:
-        raise SuiteError(f"--jobs: must be an integer >= 1, got {args.jobs}")
+    _check_run_flags(args)
     if args.dry_run:
         return cmd_plan(args)
+    url = db_url(args)
+    memory_limit = parse_size(args.memory_limit, "--memory-limit") if args.memory_limit else None
+    from harness.spawner import Spawner
+
+    # the cell server imports torch while this process loads and plans the suite
+    spawner = Spawner(tuple(str(Path(p).resolve()) for p in args.plugin), _run_id())
+    try:
+        spawner.warm()
+        return _run(args, url, memory_limit, spawner)
+    finally:
+        spawner.close()
+
+
+def _run_id() -> str:
+    import uuid
+
+    return uuid.uuid4().hex[:16]
+
+
+def _run(args: argparse.Namespace, url: str, memory_limit: int | None, spawner: Any) -> int:
+    from harness import db, dburl, plan, runner, suite
+    from harness.progress import Progress
+
     s = suite.load(args.suite, device=args.device, dtype=args.dtype, threads=args.threads)
     cells = plan.plan(s)
     for line in plan.warnings(cells):
         print(f"archbench: warning: {line}", file=sys.stderr)
     if args.checkpoints:  # the cell processes inherit it
         os.environ["ARCHBENCH_CHECKPOINTS"] = str(Path(args.checkpoints).resolve())
-    engine = db.connect(args.db)
+    if memory_limit is None and getattr(s, "memory_limit", None):
+        memory_limit = int(s.memory_limit)
+    engine = db.connect(url)
     import tasks
 
     headlines = {name: tasks.get(name).headline for name in s.tasks}
@@ -116,32 +219,42 @@ def cmd_run(args: argparse.Namespace) -> int:
             cells, engine, suite_name=s.name, timeout_s=args.timeout or s.timeout_s,
             plugins=tuple(str(Path(p).resolve()) for p in args.plugin), headlines=headlines,
             on_plan=progress.plan, on_start=progress.start, on_done=progress.done,
-            jobs=args.jobs,
+            jobs=args.jobs, memory_limit=memory_limit, spawner=spawner,
         )
     from harness import derive
 
     derived = derive.refresh(engine, report.code_version)
     counts = ", ".join(f"{k} {v}" for k, v in sorted(report.statuses.items())) or "nothing new"
-    print(f"run {report.run_id}: {len(cells)} cells, {report.skipped} already done, {counts}; "
-          f"{derived} derived figures; hardware {report.fingerprint}, code {report.code_version}; "
-          f"database {db.redact(db.resolve_url(args.db))}")
+    elsewhere = (f", {report.elsewhere} held or finished by another runner"
+                 if report.elsewhere else "")
+    print(f"run {report.run_id}: {len(cells)} cells, {report.skipped} already done, {counts}"
+          f"{elsewhere}; {derived} derived figures; hardware {report.fingerprint}, code "
+          f"{report.code_version}; database {dburl.redact(url)}")
+    if report.abandoned_runs:
+        print(f"archbench: {report.abandoned_runs} earlier run(s) had died and were marked "
+              "abandoned; their unfinished cells were run again", file=sys.stderr)
     if report.interrupted:
         print("archbench: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    if report.failures and not args.allow_failures:
+        bad = ", ".join(f"{o.cell.label} {o.status}" for o in report.failures[:5])
+        more = f" and {len(report.failures) - 5} more" if len(report.failures) > 5 else ""
+        print(f"archbench: {len(report.failures)} cell(s) did not finish ok: {bad}{more}; "
+              "exit 1 (--allow-failures to exit 0)", file=sys.stderr)
+        return 1
     return 0
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
     """The cells a run would measure (finished ones marked), the plan's warnings and an ETA."""
+    _check_run_flags(args)
+    url = db_url(args)
     from harness import db, plan, suite
 
-    if args.jobs < 1:
-        raise SuiteError(f"--jobs: must be an integer >= 1, got {args.jobs}")
     s = suite.load(args.suite, device=args.device, dtype=args.dtype, threads=args.threads)
     cells = plan.plan(s)
-    url = db.resolve_url(args.db)
     existing = not url.startswith("sqlite:///") or Path(url.removeprefix("sqlite:///")).is_file()
-    engine = db.connect(args.db) if existing else None  # a plan never creates a database
+    engine = db.connect(url) if existing else None  # a plan never creates a database
     history = db.wall_times(engine) if engine is not None else {}
     done: set[str] = set()
     if engine is not None and cells:  # what `run` would skip: same hardware and code version
@@ -169,17 +282,21 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_site(args: argparse.Namespace) -> int:
-    from harness import db, render
+    url = db_url(args)
+    from harness import db, outputs, render
 
-    index = render.build(db.connect(args.db), Path(args.out))
+    outputs.check_site_out(Path(args.out), outputs.database_path_of(url))  # before any work
+    index = render.build(db.connect(url), Path(args.out))
     print(f"site written: {index.resolve().as_uri()}")
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from harness import db, export
+    url = db_url(args)
+    from harness import db, export, outputs
 
-    n = export.to_csv(db.connect(args.db), Path(args.out))
+    outputs.check_file_out(Path(args.out), outputs.database_path_of(url))  # before any work
+    n = export.to_csv(db.connect(url), Path(args.out))
     print(f"exported {n} rows to {args.out}")
     return 0
 

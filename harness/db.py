@@ -1,14 +1,33 @@
 """SQL storage (SQLAlchemy 2.x): SQLite by default, PostgreSQL with only a different URL.
 
 Tables: ``runs`` (one per ``archbench run``), ``hardware`` (fingerprint -> stable facts),
-``results`` (one row per metric of a cell, with its provenance), ``schema_migrations``.
+``results`` (one row per metric of a cell, with its provenance), ``cell_claims`` (which run is
+measuring which cell right now), ``derived``, ``hardware_peaks``, ``schema_migrations``.
+
+Several runners may share one database. A runner *claims* a cell before measuring it
+(:func:`claim`), keeps its claims alive with :func:`heartbeat`, and writes the cell's rows and
+drops the claim in one transaction (``store(..., claim=...)``), so one runner at a time
+measures a cell and a finished measurement is stored once. A partial unique index on the
+identity of finished results (``ux_results_done``) refuses a second copy even from a runner
+that ignores claims. :func:`abandon_stale_runs` closes runs whose runner stopped heartbeating.
+
+Every row is made portable before it is written (:func:`sanitize`): what SQLite accepts,
+PostgreSQL accepts too, or both refuse it with a ``ValueError`` before anything is written.
+
+Timestamps are the runners' UTC clocks: runners sharing a PostgreSQL server from several
+machines need clocks in step to well within a lease (NTP is plenty).
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import math
 import os
-from collections.abc import Iterable
-from datetime import datetime, timezone
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -17,19 +36,42 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     Float,
+    Index,
     Integer,
     String,
     Text,
+    and_,
+    case,
     create_engine,
+    delete,
+    event,
     func,
+    insert,
+    inspect,
+    literal,
+    or_,
     select,
+    text,
+    update,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.schema import CreateIndex
 
-SCHEMA_VERSION = 1
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 2
 DEFAULT_DB = Path("results") / "archbench.db"
 DONE_STATUSES = ("ok", "unavailable", "unsupported")  # finished measurements; not re-run
+RUN_STATUSES = ("running", "finished", "interrupted", "abandoned", "failed")
+SQLITE_BUSY_TIMEOUT_S = 30  # how long a SQLite writer waits for another writer's lock
+INT_RANGE = (-(2**31), 2**31 - 1)  # INTEGER on PostgreSQL; SQLite is held to the same
+MAX_PATHS = 20  # non-finite JSON paths listed per row; further ones are only counted
+TRUNCATION_MARK = "~"  # long text: kept prefix + "~" + 8 hex digits of the whole's sha256
+_SCHEMA_LOCK = 0x61726368  # pg_advisory_xact_lock key that serializes schema DDL
+_WRITE = "archbench_write"  # execution option: SQLite transaction takes the write lock at BEGIN
 
 
 def now() -> datetime:
@@ -61,8 +103,22 @@ class Run(Base):
     hardware_fingerprint: Mapped[str] = mapped_column(String(32))
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    status: Mapped[str] = mapped_column(String(20), default="running")
+    status: Mapped[str] = mapped_column(String(20), default="running")  # one of RUN_STATUSES
     n_cells: Mapped[int] = mapped_column(Integer, default=0)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # since v2
+
+
+class CellClaim(Base):
+    """A cell being measured now by ``owner`` (a run id); free again after ``expires_at``."""
+
+    __tablename__ = "cell_claims"
+    cell_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    hardware_fingerprint: Mapped[str] = mapped_column(String(32), primary_key=True)
+    code_version: Mapped[str] = mapped_column(String(80), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(32), index=True)
+    claimed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class Result(Base):
@@ -106,6 +162,14 @@ class Result(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
 
 
+# A finished measurement (per metric) exists once per cell, hardware and code version; failed
+# rows may repeat, since failed cells are retried.
+_done = Result.status.in_(DONE_STATUSES)
+DONE_INDEX = Index("ux_results_done", Result.cell_id, Result.hardware_fingerprint,
+                   Result.code_version, Result.metric, unique=True,
+                   sqlite_where=_done, postgresql_where=_done)
+
+
 class Derived(Base):
     """Figures computed from stored results (scaling exponents, crossover lengths).
 
@@ -145,6 +209,13 @@ class Peak(Base):
 PROVENANCE_COLUMNS = [c.name for c in Result.__table__.columns if c.name not in
                       ("samples", "summary", "volatile")]
 
+_claims = CellClaim.__table__
+_runs = Run.__table__
+_results = Result.__table__
+
+
+# --- connecting ------------------------------------------------------------------------------
+
 
 def resolve_url(url: str | None = None) -> str:
     """``--db`` wins, then ``ARCHBENCH_DB``, then ``results/archbench.db`` (SQLite).
@@ -159,40 +230,427 @@ def resolve_url(url: str | None = None) -> str:
 
 
 def connect(url: str | None = None) -> Engine:
-    """Engine with the schema created and its migration recorded."""
-    engine = create_engine(resolve_url(url), future=True)
-    Base.metadata.create_all(engine)
-    with Session(engine) as s, s.begin():
-        if s.get(Migration, SCHEMA_VERSION) is None:
-            s.add(Migration(version=SCHEMA_VERSION))
+    """Engine with the schema created or brought up to date and its migration recorded.
+
+    Safe when several processes connect to one fresh database at once: the DDL runs under
+    PostgreSQL's advisory lock or SQLite's write lock, and every insert is insert-if-absent."""
+    engine = _engine(resolve_url(url))
+    if _up_to_date(engine):  # the usual case: no lock, no write (read-only files work)
+        return engine
+    with _writing(engine) as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
+        Base.metadata.create_all(conn)
+        _upgrade(conn)
+        conn.execute(_insert(conn, Migration).values(version=SCHEMA_VERSION, applied_at=now())
+                     .on_conflict_do_nothing())
     return engine
 
 
-def redact(url: str) -> str:
-    from sqlalchemy.engine import make_url
+def _up_to_date(engine: Engine) -> bool:
+    """This schema version is recorded (its DDL committed with it) and the index exists."""
+    try:
+        with engine.connect() as conn:
+            found = inspect(conn)
+            if not found.has_table(Migration.__tablename__):
+                return False
+            recorded = conn.scalar(select(Migration.version)
+                                   .where(Migration.version == SCHEMA_VERSION))
+            return recorded is not None and found.has_index("results", DONE_INDEX.name)
+    except Exception:  # anything odd: the locked path below sorts it out or says why
+        return False
 
+
+def _engine(url: str) -> Engine:
+    backend = make_url(url).get_backend_name()
+    if backend not in ("sqlite", "postgresql"):
+        raise ValueError(f"archbench stores results in SQLite or PostgreSQL, not {backend!r}")
+    if backend == "postgresql":
+        return create_engine(url)
+    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
+
+    # SQLite: the driver's own transaction handling is switched off so that write transactions
+    # can begin IMMEDIATE (taking the write lock up front, waiting up to the busy timeout for
+    # it) instead of failing with "database is locked" when a read turns into a write. WAL lets
+    # readers go on while one writer writes.
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None
+        _sqlite_wal(dbapi_conn)
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        write = conn.get_execution_options().get(_WRITE)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    return engine
+
+
+def _sqlite_wal(dbapi_conn: Any) -> None:
+    """Switch a SQLite file to WAL (it stays so); in-memory databases keep their mode."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+    while True:
+        try:
+            mode = dbapi_conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        except Exception as err:  # sqlite3.OperationalError
+            if "locked" not in str(err):  # e.g. a read-only file: keep its journal mode
+                log.debug("SQLite journal mode left as is: %s", err)
+                return
+            if time.monotonic() > deadline:
+                raise
+            mode = None
+        if mode in ("wal", "memory") or time.monotonic() > deadline:
+            if mode not in ("wal", "memory"):
+                log.warning("SQLite database stays in %s journal mode (WAL refused)", mode)
+            return
+        time.sleep(0.05)
+
+
+@contextmanager
+def _writing(engine: Engine) -> Iterator[Connection]:
+    """A write transaction (SQLite: ``BEGIN IMMEDIATE``): committed on exit, rolled back on
+    error."""
+    with engine.connect() as conn:
+        conn.execution_options(**{_WRITE: True})
+        with conn.begin():
+            yield conn
+
+
+def _insert(conn: Connection, model: type[Base]) -> Any:
+    """The dialect's INSERT, which has ``on_conflict_do_nothing`` / ``on_conflict_do_update``."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(model.__table__)
+
+
+def _upgrade(conn: Connection) -> None:
+    """Bring a schema-1 database to schema 2, idempotently, under the schema lock.
+
+    Minimal on purpose (proper alembic migrations come later): create_all has already added
+    ``cell_claims``; this adds ``runs.heartbeat_at`` and the unique index on finished
+    results. A database that already holds a finished result twice keeps all its rows and
+    goes without the index (with a warning on each connect) rather than failing."""
+    found = inspect(conn)
+    if "heartbeat_at" not in {c["name"] for c in found.get_columns("runs")}:
+        kind = DateTime(timezone=True).compile(dialect=conn.dialect)
+        conn.exec_driver_sql(f"ALTER TABLE runs ADD COLUMN heartbeat_at {kind}")
+    if found.has_index("results", DONE_INDEX.name):
+        return
+    try:
+        with conn.begin_nested():
+            conn.execute(CreateIndex(DONE_INDEX, if_not_exists=True))
+    except IntegrityError:
+        log.warning("this database holds some finished results more than once (from runners "
+                    "before schema %d); they are all kept, but the unique index %s that "
+                    "prevents new duplicates is not created until they are resolved",
+                    SCHEMA_VERSION, DONE_INDEX.name)
+
+
+def redact(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+# --- portable values -------------------------------------------------------------------------
+
+
+def sanitize(model: type[Base], row: Mapping[str, Any]) -> tuple[dict[str, Any], list[str],
+                                                                     list[str]]:
+    """A copy of ``row`` that SQLite and PostgreSQL both store, and what was changed.
+
+    Returns ``(row, notes, non_finite)``. Float columns: NaN/+-inf become NULL (noted as
+    ``"value was nan"``). JSON columns: numpy/torch values become Python numbers and lists,
+    non-finite floats become null (their paths, e.g. ``extra.loss_curve[3]``, are returned in
+    ``non_finite``), dict keys that JSON cannot hold and any other value that is not JSON
+    become their ``repr``. Strings lose NUL bytes (noted). A string longer than its column
+    keeps its first characters, then ``~`` and 8 hex digits of the whole string's sha256
+    (so long names with a common prefix stay distinct), exactly filling the column (noted).
+    An integer outside the 32-bit INTEGER range raises ``ValueError``."""
+    columns = model.__table__.columns
+    out = dict(row)
+    notes: list[str] = []
+    non_finite: list[str] = []
+    for name, value in row.items():
+        column = columns.get(name)
+        if column is None or value is None:
+            continue
+        kind = column.type
+        if isinstance(kind, JSON):
+            nul: list[str] = []
+            out[name] = _plain(value, name, non_finite, nul)
+            notes += [f"NUL bytes stripped from {path}" for path in nul]
+            continue
+        value = _native(value)
+        if isinstance(kind, Float) and isinstance(value, (int, float)) and not isinstance(
+                value, bool):
+            value = float(value)
+            if not math.isfinite(value):
+                notes.append(f"{name} was {value!r}")
+                value = None
+        elif isinstance(kind, Integer) and isinstance(value, int) and not isinstance(value, bool):
+            if not INT_RANGE[0] <= value <= INT_RANGE[1]:
+                raise ValueError(
+                    f"{model.__tablename__}.{name} = {value} does not fit its 32-bit INTEGER "
+                    f"column ({INT_RANGE[0]}..{INT_RANGE[1]}); nothing was stored")
+        elif isinstance(kind, String) and isinstance(value, str):
+            if "\x00" in value:
+                value = value.replace("\x00", "")
+                notes.append(f"NUL bytes stripped from {name}")
+            if kind.length and len(value) > kind.length:
+                notes.append(f"{name} truncated from {len(value)} to {kind.length} characters")
+                value = _truncate(value, kind.length)
+        out[name] = value
+    return out, notes, non_finite
+
+
+def sanitize_result(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A result row ready to store: see :func:`sanitize`. Notes go first in ``error`` (a
+    line ``stored with changes: ...``; the original error stays the last line), non-finite
+    JSON paths into ``extra["non_finite"]`` (at most ``MAX_PATHS``, then ``"... N more"``)."""
+    out, notes, non_finite = sanitize(Result, row)
+    if non_finite:
+        listed = non_finite[:MAX_PATHS]
+        if len(non_finite) > MAX_PATHS:
+            listed.append(f"... {len(non_finite) - MAX_PATHS} more")
+        extra = out.get("extra")
+        if extra is None:
+            extra = {}
+        if isinstance(extra, dict):
+            previous = extra.get("non_finite")
+            extra = {**extra, "non_finite": (previous if isinstance(previous, list) else [])
+                     + listed}
+            out["extra"] = extra
+        else:
+            notes.append("non-finite numbers stored as null at " + ", ".join(listed))
+    if notes:
+        note = "stored with changes: " + "; ".join(notes)
+        out["error"] = f"{note}\n{out['error']}" if out.get("error") else note
+    return out
+
+
+def _sanitized(model: type[Base], row: Mapping[str, Any], what: str) -> dict[str, Any]:
+    """:func:`sanitize` for tables without an error column: changes are logged."""
+    out, notes, non_finite = sanitize(model, row)
+    if non_finite:
+        notes.append("non-finite numbers stored as null at " + ", ".join(non_finite[:MAX_PATHS]))
+    if notes:
+        log.warning("%s stored with changes: %s", what, "; ".join(notes))
+    return out
+
+
+def _truncate(value: str, length: int) -> str:
+    digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    tail = TRUNCATION_MARK + digest
+    return value[:max(length - len(tail), 0)] + tail[:length]
+
+
+def _native(value: Any) -> Any:
+    """numpy / torch scalars and arrays as Python numbers and lists; anything else as is."""
+    if type(value).__module__.split(".")[0] in ("numpy", "torch") and hasattr(value, "tolist"):
+        try:
+            return value.tolist()
+        except Exception:  # e.g. a tensor that cannot leave its device
+            return value
+    return value
+
+
+def _plain(value: Any, path: str, non_finite: list[str], nul: list[str]) -> Any:
+    """A JSON-safe copy of ``value``; records the paths of what had to change."""
+    value = _native(value)
+    if value is None or isinstance(value, (bool, int)):
+        return value
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return float(value)
+        non_finite.append(path)
+        return None
+    if isinstance(value, str):
+        if "\x00" in value:
+            nul.append(path)
+            return value.replace("\x00", "")
+        return value
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if not (key is None or isinstance(key, (str, int, float, bool))):
+                key = repr(key)
+            if isinstance(key, str) and "\x00" in key:
+                nul.append(f"{path} (a key)")
+                key = key.replace("\x00", "")
+            out[key] = _plain(item, f"{path}.{key}", non_finite, nul)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_plain(item, f"{path}[{i}]", non_finite, nul) for i, item in enumerate(value)]
+    return _plain(repr(value), path, non_finite, nul)
+
+
+# --- claims ----------------------------------------------------------------------------------
+
+
+def _key(cell_id: str, fingerprint: str, version: str, **more: str) -> dict[str, Any]:
+    """A claim's key columns, sanitized as rows are (so long values match their rows)."""
+    return _sanitized(CellClaim, {"cell_id": cell_id, "hardware_fingerprint": fingerprint,
+                                  "code_version": version, **more}, "claim")
+
+
+def _where(table: Any, key: dict[str, Any]) -> Any:
+    return and_(*(table.c[name] == key[name]
+                  for name in ("cell_id", "hardware_fingerprint", "code_version")))
+
+
+def _lease(lease_s: float) -> timedelta:
+    if not lease_s > 0:
+        raise ValueError(f"lease_s must be > 0, got {lease_s!r}")
+    return timedelta(seconds=lease_s)
+
+
+def claim(engine: Engine, cell_id: str, fingerprint: str, version: str, owner: str,
+          lease_s: float, *, skip_failed_since: datetime | None = None) -> bool:
+    """Claim a cell for ``owner`` (its run id) for ``lease_s`` seconds; True if it may measure.
+
+    False when the cell already has a finished result (status in ``DONE_STATUSES``) for this
+    fingerprint and code version, or another owner holds an unexpired claim on it; an expired
+    claim is taken over, and ``owner``'s own claim is renewed. With ``skip_failed_since`` (an
+    aware UTC datetime, e.g. the run's start), also False when the cell has an unfinished
+    result (failed, timeout, ...) stored since then: another runner just tried it.
+
+    Atomic on both backends: the claim row is written first (INSERT ... ON CONFLICT DO UPDATE
+    WHERE expired or ours), then the results are checked in the same transaction, which under
+    SQLite's write lock, or PostgreSQL's row lock with READ COMMITTED, sees every store that
+    could have released the claim before us."""
+    lease = _lease(lease_s)
+    t = now()
+    key = _key(cell_id, fingerprint, version, owner=owner)
+    c = _claims.c
+    with _writing(engine) as conn:
+        stmt = _insert(conn, CellClaim).values(**key, claimed_at=t, heartbeat_at=t,
+                                               expires_at=t + lease)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[c.cell_id, c.hardware_fingerprint, c.code_version],
+            set_={"owner": stmt.excluded.owner,
+                  "claimed_at": case((c.owner == key["owner"], c.claimed_at),
+                                     else_=stmt.excluded.claimed_at),
+                  "heartbeat_at": stmt.excluded.heartbeat_at,
+                  "expires_at": stmt.excluded.expires_at},
+            where=or_(c.owner == key["owner"], c.expires_at <= t),
+        ).returning(c.owner)
+        if conn.execute(stmt).first() is None:
+            return False  # another owner's live claim
+        refuse = [_results.c.status.in_(DONE_STATUSES)]
+        if skip_failed_since is not None:
+            refuse.append(_results.c.created_at >= skip_failed_since)
+        taken = select(literal(1)).where(_where(_results, key), or_(*refuse)).limit(1)
+        if conn.execute(taken).first() is not None:
+            conn.execute(delete(_claims).where(_where(_claims, key)))
+            return False
+    return True
+
+
+def release(engine: Engine, cell_id: str, fingerprint: str, version: str, owner: str) -> bool:
+    """Drop ``owner``'s claim on a cell (e.g. a cell it decided not to run); False if it held
+    none (never claimed, or taken over after it expired)."""
+    with _writing(engine) as conn:
+        gone = conn.execute(delete(_claims).where(
+            _where(_claims, _key(cell_id, fingerprint, version)), _claims.c.owner == owner))
+    return gone.rowcount > 0
+
+
+def heartbeat(engine: Engine, owner: str, lease_s: float) -> int:
+    """``owner`` is alive: renew all its claims for ``lease_s`` seconds and stamp its run.
+
+    Returns how many claims it still holds. A run marked abandoned while it was in fact only
+    stalled is set running again (claims it lost meanwhile stay lost: storing for them
+    writes nothing). Call it from a background thread at intervals well under ``lease_s``
+    (cells can run longer than a lease)."""
+    lease = _lease(lease_s)
+    t = now()
+    with _writing(engine) as conn:  # runs before claims: the lock order of every writer here
+        conn.execute(update(_runs).where(_runs.c.run_id == owner).values(heartbeat_at=t))
+        conn.execute(update(_runs).where(_runs.c.run_id == owner,
+                                         _runs.c.status == "abandoned")
+                     .values(status="running", finished_at=None))
+        held = conn.execute(update(_claims).where(_claims.c.owner == owner)
+                            .values(heartbeat_at=t, expires_at=t + lease))
+    return held.rowcount
+
+
+def abandon_stale_runs(engine: Engine, lease_s: float) -> int:
+    """Mark ``running`` runs without a heartbeat for ``lease_s`` seconds as ``abandoned``
+    (runs from before schema 2, which never heartbeat, count from their start) and drop their
+    claims. Returns how many runs it marked."""
+    cutoff = now() - _lease(lease_s)
+    r = _runs.c
+    stale_since = or_(and_(r.heartbeat_at.is_not(None), r.heartbeat_at < cutoff),
+                      and_(r.heartbeat_at.is_(None), r.started_at < cutoff))
+    with _writing(engine) as conn:
+        stale = conn.scalars(select(r.run_id).where(r.status == "running", stale_since)
+                             .order_by(r.run_id).with_for_update()).all()
+        if stale:
+            conn.execute(update(_runs).where(r.run_id.in_(stale))
+                         .values(status="abandoned", finished_at=now()))
+            conn.execute(delete(_claims).where(_claims.c.owner.in_(stale)))
+    if stale:
+        log.info("marked %d run(s) abandoned (no heartbeat for %g s)", len(stale), lease_s)
+    return len(stale)
+
+
+def abandon_runs(engine: Engine, run_ids: Iterable[str]) -> int:
+    """Mark these runs ``abandoned`` if they are still ``running`` (their runner is known to
+    be dead) and drop their claims; returns how many it marked."""
+    ids = sorted(set(run_ids))
+    if not ids:
+        return 0
+    r = _runs.c
+    with _writing(engine) as conn:
+        dead = conn.scalars(select(r.run_id).where(r.run_id.in_(ids), r.status == "running")
+                            .with_for_update()).all()
+        if dead:
+            conn.execute(update(_runs).where(r.run_id.in_(dead))
+                         .values(status="abandoned", finished_at=now()))
+            conn.execute(delete(_claims).where(_claims.c.owner.in_(dead)))
+    return len(dead)
+
+
+def claims(engine: Engine) -> list[dict[str, Any]]:
+    """Every current claim (expired ones too), for reports and tests."""
+    with Session(engine) as s:
+        return [{c.name: getattr(row, c.name) for c in _claims.columns}
+                for row in s.scalars(select(CellClaim).order_by(CellClaim.claimed_at))]
+
+
+# --- runs, hardware, results -----------------------------------------------------------------
+
+
 def ensure_hardware(engine: Engine, fingerprint: str, stable: dict[str, Any]) -> None:
-    with Session(engine) as s, s.begin():
-        if s.get(HardwareRow, fingerprint) is None:
-            s.add(HardwareRow(fingerprint=fingerprint, stable=stable))
+    row = _sanitized(HardwareRow, {"fingerprint": fingerprint, "stable": stable}, "hardware")
+    with _writing(engine) as conn:
+        conn.execute(_insert(conn, HardwareRow).values(**row, first_seen=now())
+                     .on_conflict_do_nothing())
 
 
 def start_run(engine: Engine, run_id: str, suite: str, code_version: str, fingerprint: str,
               n_cells: int) -> None:
-    with Session(engine) as s, s.begin():
-        s.add(Run(run_id=run_id, suite=suite, code_version=code_version,
-                  hardware_fingerprint=fingerprint, n_cells=n_cells))
+    t = now()
+    row = _sanitized(Run, {"run_id": run_id, "suite": suite, "code_version": code_version,
+                           "hardware_fingerprint": fingerprint, "n_cells": n_cells}, "run")
+    with _writing(engine) as conn:
+        conn.execute(insert(_runs).values(**row, started_at=t, heartbeat_at=t,
+                                          status="running"))
 
 
 def finish_run(engine: Engine, run_id: str, status: str) -> None:
-    with Session(engine) as s, s.begin():
-        run = s.get(Run, run_id)
-        if run is not None:
-            run.status = status
-            run.finished_at = now()
+    """Close a run (``finished``, ``interrupted``, ``failed``...) and drop its claims."""
+    if status not in RUN_STATUSES:
+        raise ValueError(f"run status must be one of {RUN_STATUSES}, got {status!r}")
+    with _writing(engine) as conn:
+        conn.execute(update(_runs).where(_runs.c.run_id == run_id)
+                     .values(status=status, finished_at=now()))
+        conn.execute(delete(_claims).where(_claims.c.owner == run_id))
+
+
+def runs(engine: Engine) -> list[dict[str, Any]]:
+    """Every run as a dict, oldest first."""
+    with Session(engine) as s:
+        return [{c.name: getattr(row, c.name) for c in _runs.columns}
+                for row in s.scalars(select(Run).order_by(Run.started_at, Run.run_id))]
 
 
 def done_cells(engine: Engine, fingerprint: str, code_version: str) -> set[str]:
@@ -205,12 +663,63 @@ def done_cells(engine: Engine, fingerprint: str, code_version: str) -> set[str]:
         return set(s.scalars(stmt))
 
 
-def store(engine: Engine, rows: Iterable[dict[str, Any]]) -> int:
-    """Insert one cell's rows in a single transaction (all or nothing)."""
-    rows = list(rows)
-    with Session(engine) as s, s.begin():
-        s.add_all(Result(**row) for row in rows)
+def store(engine: Engine, rows: Iterable[dict[str, Any]],
+          claim: tuple[str, str, str, str] | None = None) -> int:
+    """Insert one cell's rows in a single transaction (all or nothing); returns rows written.
+
+    Rows are made portable first (:func:`sanitize_result`); an integer out of range raises
+    ``ValueError`` before anything is written. With ``claim=(cell_id, fingerprint, version,
+    owner)`` the rows are written, and the claim dropped, only if ``owner`` still holds that
+    claim (then every row must belong to that cell); otherwise nothing is written and 0 is
+    returned. If the cell already has a finished result (the unique index refuses a second
+    copy), nothing is written, the claim is dropped and 0 is returned."""
+    rows = [sanitize_result(row) for row in rows]
+    if claim is not None:
+        cell_id, fingerprint, version, owner = claim
+        key = _key(cell_id, fingerprint, version, owner=owner)
+        for row in rows:
+            if any(row.get(k) != key[k] for k in ("cell_id", "hardware_fingerprint",
+                                                   "code_version")):
+                raise ValueError(f"store(claim=...): a row for cell {row.get('cell_id')!r} "
+                                 f"does not belong to the claimed cell {cell_id!r}")
+    try:
+        with _writing(engine) as conn:
+            if claim is not None:
+                where = _where(_claims, key)
+                held = conn.execute(select(_claims.c.owner).where(where)
+                                    .with_for_update()).scalar_one_or_none()
+                if held != key["owner"]:
+                    log.warning("cell %s: the claim of %s was taken over (held by %s); its "
+                                "result is not stored", cell_id, owner, held)
+                    return 0
+                conn.execute(delete(_claims).where(where))
+            for row in rows:  # one by one: rows of one cell need not share their keys
+                conn.execute(insert(_results), row)
+    except IntegrityError:
+        if not _already_done(engine, rows):
+            raise
+        log.warning("cell %s already has a finished result for this hardware and code "
+                    "version; the second copy is not stored", rows[0].get("cell_id"))
+        if claim is not None:
+            release(engine, cell_id, fingerprint, version, owner)
+        return 0
     return len(rows)
+
+
+def _already_done(engine: Engine, rows: list[dict[str, Any]]) -> bool:
+    r = _results.c
+    with engine.connect() as conn:
+        for row in rows:
+            if row.get("status") not in DONE_STATUSES:
+                continue
+            hit = conn.execute(select(literal(1)).where(
+                r.cell_id == row.get("cell_id"),
+                r.hardware_fingerprint == row.get("hardware_fingerprint"),
+                r.code_version == row.get("code_version"), r.metric == row.get("metric"),
+                r.status.in_(DONE_STATUSES)).limit(1)).first()
+            if hit is not None:
+                return True
+    return False
 
 
 def results(engine: Engine) -> list[dict[str, Any]]:
@@ -246,10 +755,13 @@ def _as_dict(row: Result) -> dict[str, Any]:
 
 def replace_derived(engine: Engine, fingerprint: str, rows: Iterable[dict[str, Any]]) -> int:
     """Swap this fingerprint's derived figures for ``rows`` in one transaction."""
-    rows = list(rows)
-    with Session(engine) as s, s.begin():
-        s.query(Derived).filter(Derived.hardware_fingerprint == fingerprint).delete()
-        s.add_all(Derived(hardware_fingerprint=fingerprint, **row) for row in rows)
+    rows = [_sanitized(Derived, {"hardware_fingerprint": fingerprint, **row}, "derived figure")
+            for row in rows]
+    with _writing(engine) as conn:
+        conn.execute(delete(Derived.__table__)
+                     .where(Derived.__table__.c.hardware_fingerprint == fingerprint))
+        for row in rows:
+            conn.execute(insert(Derived.__table__), row)
     return len(rows)
 
 
@@ -271,6 +783,16 @@ def peaks(engine: Engine) -> dict[tuple[str, str, str, int], float]:
 
 def store_peak(engine: Engine, fingerprint: str, device: str, dtype: str, threads: int,
                reading: dict[str, Any]) -> None:
-    with Session(engine) as s, s.begin():
-        s.merge(Peak(hardware_fingerprint=fingerprint, device=device, dtype=dtype,
-                     threads=threads, **reading))
+    """Insert or replace one setting's matmul peak; a non-finite reading is not stored."""
+    row = _sanitized(Peak, {"hardware_fingerprint": fingerprint, "device": device,
+                            "dtype": dtype, "threads": threads, **reading}, "matmul peak")
+    if row.get("flops_per_s") is None:
+        log.warning("matmul peak not stored: no finite FLOP/s in %r", reading)
+        return
+    row.setdefault("measured_at", now())
+    keys = ("hardware_fingerprint", "device", "dtype", "threads")
+    with _writing(engine) as conn:
+        stmt = _insert(conn, Peak).values(**row)
+        conn.execute(stmt.on_conflict_do_update(
+            index_elements=list(keys),
+            set_={k: stmt.excluded[k] for k in row if k not in keys}))

@@ -6,6 +6,7 @@ import sys
 from types import TracebackType
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -14,6 +15,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.progress import Progress as RichProgress
+from rich.text import Text
 
 from harness.plan import Cell
 from harness.runner import Outcome
@@ -41,18 +43,21 @@ class Progress:
         self.bar.__exit__(exc_type, exc, tb)
 
     def plan(self, total: int, pending: int) -> None:
-        self.console.print(f"{total} cells, {total - pending} already done, {pending} to run")
+        self.console.print(Text(f"{total} cells, {total - pending} already done, "
+                                f"{pending} to run"))
         self.task_id = self.bar.add_task("cells", total=pending)
 
     def start(self, cell: Cell) -> None:
         if self.task_id is not None:
-            self.bar.update(self.task_id, description=cell.label)
+            self.bar.update(self.task_id, description=escape(cell.label))
 
     def done(self, outcome: Outcome) -> None:
         color = STYLE.get(outcome.status, "red")
         first_error = (outcome.error or "").strip().splitlines()[-1:] if outcome.error else []
         why = f" - {first_error[0][:120]}" if first_error and outcome.status != "ok" else ""
-        self.console.print(f"[{color}]{outcome.status:<11}[/{color}] {outcome.cell.label} "
-                           f"{outcome.wall_s:6.1f}s{why}", highlight=False, soft_wrap=True)
+        # a cell's text is untrusted: shown as plain text, never parsed as rich markup
+        line = Text(f"{outcome.status:<11}", style=color)
+        line.append(f" {outcome.cell.label} {outcome.wall_s:6.1f}s{why}")
+        self.console.print(line, highlight=False, soft_wrap=True)
         if self.task_id is not None:
             self.bar.advance(self.task_id)

@@ -1,24 +1,34 @@
-"""Local runner: each cell in its own subprocess with a timeout; outcomes stored as they finish.
+"""Local runner: each cell in its own process with a timeout; outcomes stored as they finish.
 
-Resuming is by content: cells that already have a finished result for this hardware
-fingerprint and code version are skipped, so a killed run picks up where it stopped and no
-finished cell is measured twice. Each cell's rows are written in one transaction.
+Cells run in children of a warm server (:mod:`harness.zygote`) that imported torch once; each
+child is its own process group with an address-space cap, killed as a group on timeout or
+when the runner dies. Everything a cell produces is untrusted: its output is read as bytes and
+decoded with replacement, its outcome file is validated before anything is stored, and a bad
+outcome becomes that cell's ``failed`` row.
+
+**Claims, not guesses.** Before a cell runs it is claimed in the database (a lease with owner
+and heartbeat; :func:`harness.db.claim`), and its rows are stored only while the claim is
+held, so any number of runners on one database measure each cell exactly once. A run that
+stopped heartbeating is ``abandoned`` and its claims are taken over; resuming is by content:
+cells with a finished result for this hardware fingerprint and code version are not run.
+
+**Statuses are facts.** ``timeout``: the runner killed the cell at its limit. ``oom``: an
+allocation failed under the cell's memory cap, or the kernel's OOM counter rose while a cell
+died of SIGKILL. ``killed``: a signal from outside (its name is recorded). ``diverged``: the
+training loss went non-finite or exploded. ``failed``: anything else, with the error.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
-import signal
-import subprocess
-import sys
-import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -27,11 +37,17 @@ from harness import db
 from harness.hardware import fingerprint as hardware_fingerprint
 from harness.plan import Cell
 from harness.provenance import code_version
+from harness.spawner import Exit, Spawner, sweep_scratch
 
 log = logging.getLogger(__name__)
 
-STDERR_TAIL = 4000
+ERROR_TAIL = 4000
 SWEEP_STOPPERS = ("timeout", "oom")  # a sweep stops a variant here: longer inputs cost more
+LEASE_S = 60.0  # a claim not renewed for this long is taken over by another runner
+CRASH_SIGNALS = ("SIGSEGV", "SIGABRT", "SIGBUS", "SIGFPE", "SIGILL", "SIGSYS", "SIGTRAP")
+# exit-code policy of `archbench run` (README): statuses that are not failures
+SUCCESS = ("ok", "unavailable", "unsupported")
+MEMORY_SHARE = 0.8  # default cap: this share of the machine's RAM, divided among parallel cells
 
 
 @dataclass
@@ -51,6 +67,8 @@ class RunReport:
     skipped: int
     outcomes: list[Outcome]
     interrupted: bool = False
+    elsewhere: int = 0  # cells another runner held or finished meanwhile
+    abandoned_runs: int = 0  # earlier runs found dead at start and closed as abandoned
 
     @property
     def statuses(self) -> dict[str, int]:
@@ -58,6 +76,12 @@ class RunReport:
         for o in self.outcomes:
             counts[o.status] = counts.get(o.status, 0) + 1
         return counts
+
+    @property
+    def failures(self) -> list[Outcome]:
+        """Cells that did not finish as a measurement (``SUCCESS``); a sweep's skipped cells
+        follow a failure already counted."""
+        return [o for o in self.outcomes if o.status not in SUCCESS and o.status != "skipped"]
 
 
 def cell_env(cell: Cell) -> dict[str, str]:
@@ -69,32 +93,126 @@ def cell_env(cell: Cell) -> dict[str, str]:
     return env
 
 
-def execute(cell: Cell, timeout_s: float, plugins: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Run ``cell`` in a fresh Python process; always returns an outcome dict."""
-    start = time.perf_counter()
-    outcome = _execute(cell, timeout_s, plugins)
-    outcome["wall_s"] = time.perf_counter() - start  # whole process, start-up included
+def machine_memory() -> int | None:
+    """Bytes of RAM (MemTotal), None where /proc/meminfo is absent."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def memory_cap(limit: int | None, device: str, jobs: int) -> int | None:
+    """The address-space cap of one cell: ``limit`` when given, else ``MEMORY_SHARE`` of the
+    machine's RAM over ``jobs``; none on CUDA, where the driver maps far more address space
+    than any RAM cap allows (there ``oom`` is the device's own out-of-memory error)."""
+    if device.startswith("cuda"):
+        return None
+    if limit:
+        return int(limit)
+    total = machine_memory()
+    return int(total * MEMORY_SHARE / max(1, jobs)) if total else None
+
+
+def _fmt_bytes(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
+def interpret(ex: Exit, timeout_s: float, cap: int | None) -> dict[str, Any]:
+    """The outcome a cell's process left, as a status that is a fact (module doc)."""
+    tail = ex.log_tail[-ERROR_TAIL:]
+    rss = f"; peak RSS {_fmt_bytes(ex.maxrss_kib * 1024)}" if ex.maxrss_kib else ""
+    if ex.server_error:
+        return {"status": "failed", "error": f"{ex.server_error}\n{tail}"}
+    if ex.timed_out:
+        return {"status": "timeout", "error": f"cell exceeded its {timeout_s:g} s timeout{rss}"}
+    if ex.signal is None and ex.outcome is not None:
+        return read_outcome(ex, cap)
+    if ex.signal == "SIGKILL" and ex.oom_killed:
+        return {"status": "oom", "error": "killed by the kernel's OOM killer (its oom_kill "
+                f"counter rose while the cell ran){rss}\n{tail}"}
+    if ex.signal in CRASH_SIGNALS:
+        return {"status": "failed", "error": f"cell process crashed with {ex.signal}{rss}\n{tail}"}
+    if ex.signal is not None:
+        return {"status": "killed", "error": f"cell process was killed by {ex.signal} from "
+                f"outside the harness{rss}\n{tail}"}
+    return {"status": "failed", "error": f"cell process exited with {ex.returncode} without "
+            f"an outcome{rss}\n{tail}"}
+
+
+def read_outcome(ex: Exit, cap: int | None) -> dict[str, Any]:
+    """The outcome file, validated: a malformed one is this cell's failure, never the run's."""
+    try:
+        raw = json.loads(ex.outcome.decode("utf-8", errors="replace"))
+        outcome = validate_outcome(raw)
+    except (ValueError, TypeError, KeyError) as err:
+        return {"status": "failed", "error": f"cell wrote an unusable outcome: "
+                f"{type(err).__name__}: {err}\n{ex.log_tail[-ERROR_TAIL:]}"}
+    if outcome["status"] == "oom" and cap:
+        outcome["error"] = (f"allocation failed under the cell's memory cap of "
+                            f"{_fmt_bytes(cap)}\n{outcome.get('error') or ''}")
+    tail = ex.log_tail.strip()
+    if outcome["status"] != "ok" and tail:  # what the cell printed may say why
+        outcome["error"] = f"{outcome.get('error') or ''}\ncell output (tail):\n{tail[-2000:]}"
     return outcome
 
 
-def _execute(cell: Cell, timeout_s: float, plugins: tuple[str, ...]) -> dict[str, Any]:
-    spec = {**cell.identity(), "cell_id": cell.cell_id, "plugins": list(plugins)}
-    with tempfile.TemporaryDirectory(prefix="archbench-cell-") as tmp:
-        spec_path, out_path = Path(tmp, "spec.json"), Path(tmp, "out.json")
-        spec_path.write_text(json.dumps(spec))
-        cmd = [sys.executable, "-m", "harness.cell", str(spec_path), str(out_path)]
-        try:
-            proc = subprocess.run(cmd, env=cell_env(cell), capture_output=True,
-                                  text=True, timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            return {"status": "timeout", "error": f"cell exceeded its {timeout_s:g} s timeout"}
-        if out_path.is_file():
-            return json.loads(out_path.read_text())
-    tail = (proc.stderr or "")[-STDERR_TAIL:]
-    if proc.returncode == -signal.SIGKILL:
-        return {"status": "oom", "error": "cell process was killed (SIGKILL), most likely by "
-                "the kernel's out-of-memory killer\n" + tail}
-    return {"status": "failed", "error": f"cell process exited with {proc.returncode}\n{tail}"}
+_METRIC_FIELDS = {"name": str, "unit": str, "status": str, "method": str}
+
+
+def validate_outcome(raw: Any) -> dict[str, Any]:
+    """Check the shape of a cell's outcome; raise ValueError/TypeError naming what is wrong."""
+    from tasks.base import STATUSES
+
+    if not isinstance(raw, dict):
+        raise TypeError(f"outcome is a {type(raw).__name__}, not an object")
+    status = raw.get("status")
+    if status not in STATUSES:
+        raise ValueError(f"outcome status {status!r} not in {STATUSES}")
+    out = {"status": status, "error": _text(raw.get("error")),
+           "measure_s": _number(raw.get("measure_s"))}
+    if isinstance(raw.get("peak"), dict):
+        out["peak"] = raw["peak"]
+    if status != "ok":
+        return out
+    metrics = raw.get("metrics")
+    if not isinstance(metrics, list) or not metrics:
+        raise ValueError("an ok outcome needs a non-empty list of metrics")
+    clean = []
+    for i, m in enumerate(metrics):
+        if not isinstance(m, dict):
+            raise TypeError(f"metric {i} is a {type(m).__name__}, not an object")
+        for key, kind in _METRIC_FIELDS.items():
+            if not isinstance(m.get(key), kind):
+                raise TypeError(f"metric {i} field {key!r} is {m.get(key)!r}")
+        if m["status"] not in STATUSES:
+            raise ValueError(f"metric {m['name']!r} status {m['status']!r} not in {STATUSES}")
+        value = _number(m.get("value"))
+        metric = {**m, "value": value, "error": _text(m.get("error")),
+                  "spread": _number(m.get("spread")),
+                  "n_samples": int(m.get("n_samples") or 0),
+                  "samples": m.get("samples") if isinstance(m.get("samples"), list) else None,
+                  "summary": m.get("summary") if isinstance(m.get("summary"), dict) else None,
+                  "extra": m.get("extra") if isinstance(m.get("extra"), dict) else {}}
+        if metric["status"] == "ok" and value is None:
+            metric.update(status="failed", error=f"non-finite or missing value "
+                          f"{m.get('value')!r}")
+        clean.append(metric)
+    out["metrics"] = clean
+    return out
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 def to_rows(cell: Cell, outcome: dict[str, Any], run_id: str, fp: str, version: str,
@@ -128,89 +246,144 @@ def to_rows(cell: Cell, outcome: dict[str, Any], run_id: str, fp: str, version: 
     return rows
 
 
-def measure_peak(engine: Engine, fingerprint: str, cell: Cell) -> None:
-    """Measure this setting's matmul peak once (in its own process) for achieved FLOP/s."""
-    key = (fingerprint, cell.device, cell.dtype, cell.threads)
-    if key in db.peaks(engine):
-        return
-    cmd = [sys.executable, "-m", "harness.peak", cell.device, cell.dtype, str(cell.threads)]
-    try:
-        proc = subprocess.run(cmd, env=cell_env(cell), capture_output=True, text=True,
-                              timeout=120, check=True)
-        db.store_peak(engine, *key, json.loads(proc.stdout))
-    except (subprocess.SubprocessError, ValueError) as err:
-        log.warning("matmul peak not measured (achieved FLOP/s will be missing): %s", err)
+class _Heartbeat(threading.Thread):
+    """Renews this run's claims every third of the lease until stopped."""
+
+    def __init__(self, engine: Engine, owner: str, lease_s: float) -> None:
+        super().__init__(daemon=True, name="archbench-heartbeat")
+        self.engine, self.owner, self.lease_s = engine, owner, lease_s
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.lease_s / 3):
+            try:
+                db.heartbeat(self.engine, self.owner, self.lease_s)
+            except Exception as err:  # noqa: BLE001 - a missed beat is retried; leases are long
+                log.warning("heartbeat failed: %s", err)
 
 
 def run(cells: list[Cell], engine: Engine, *, suite_name: str, timeout_s: float,
         plugins: tuple[str, ...] = (), headlines: dict[str, str],
         on_start: Callable[[Cell], None] | None = None,
         on_done: Callable[[Outcome], None] | None = None,
-        on_plan: Callable[[int, int], None] | None = None, jobs: int = 1) -> RunReport:
+        on_plan: Callable[[int, int], None] | None = None, jobs: int = 1,
+        memory_limit: int | None = None, lease_s: float = LEASE_S,
+        spawner: Spawner | None = None) -> RunReport:
     """Run every cell not yet done; callbacks let the CLI draw progress.
 
     ``jobs > 1`` runs that many accuracy cells at once (their results count steps, not
     seconds); efficiency cells always run alone, after them, so no measurement shares the
-    machine with another cell.
+    machine with another cell of this run. ``spawner``: one the caller started early (its
+    servers import torch while the caller plans); closed here.
     """
     if jobs < 1:
         raise ValueError("jobs must be >= 1")
+    import tasks
+
     device = cells[0].device if cells else "cpu"
     hw = hardware_fingerprint(device)
     version = code_version()
+    spawner = spawner or Spawner(plugins, uuid.uuid4().hex[:16])
+    run_id = spawner.run_id
+    owner = run_id  # claims are held by the run; its heartbeat keeps them
+    started = db.now()
+    db.ensure_hardware(engine, hw.fingerprint, hw.stable)
+    # runners on this machine that died (their scratch folder outlived them) at once; any
+    # other runner once its lease has run out
+    abandoned = db.abandon_runs(engine, sweep_scratch()) + db.abandon_stale_runs(engine, lease_s)
     done = db.done_cells(engine, hw.fingerprint, version)
     pending = [c for c in cells if c.cell_id not in done]
-    run_id = uuid.uuid4().hex[:16]
-    db.ensure_hardware(engine, hw.fingerprint, hw.stable)
     db.start_run(engine, run_id, suite_name, version, hw.fingerprint, len(cells))
-    if any(c.task == "flops" for c in pending):
-        measure_peak(engine, hw.fingerprint, pending[0])
     if on_plan:
         on_plan(len(cells), len(pending))
-    report = RunReport(run_id, version, hw.fingerprint, len(cells) - len(pending), [])
+    report = RunReport(run_id, version, hw.fingerprint, len(cells) - len(pending), [],
+                       abandoned_runs=abandoned)
     stopped: dict[str, str] = {}  # sweep series -> why its larger values are not run
+    cap = memory_cap(memory_limit, device, jobs)
+    peaks_known = set(db.peaks(engine))
+    peaks_asked: set[tuple[str, str, str, int]] = set()
+    lock = threading.Lock()
 
-    def attempt(cell: Cell) -> dict[str, Any]:
+    def attempt(cell: Cell, spawner: Spawner) -> dict[str, Any]:
         if cell.series in stopped:
             return {"status": "skipped", "error": stopped[cell.series], "wall_s": 0.0}
-        return execute(cell, timeout_s, plugins)
+        spec = {**cell.identity(), "cell_id": cell.cell_id}
+        key = (hw.fingerprint, cell.device, cell.dtype, cell.threads)
+        with lock:
+            if tasks.get(cell.task).needs_peak and key not in peaks_known | peaks_asked:
+                spec["measure_peak"] = True
+                peaks_asked.add(key)
+        start = time.perf_counter()
+        ex = spawner.run(spec, cell_env(cell), timeout_s, cap, tasks.get(cell.task).env)
+        outcome = interpret(ex, timeout_s, cap)
+        outcome["wall_s"] = time.perf_counter() - start  # the whole cell as the runner saw it
+        if isinstance(outcome.get("peak"), dict):
+            try:
+                db.store_peak(engine, *key, outcome["peak"])
+                peaks_known.add(key)
+            except Exception as err:  # noqa: BLE001 - the cell's own rows still count
+                log.warning("matmul peak not stored: %s", err)
+        return outcome
 
     def finish(cell: Cell, outcome: dict[str, Any]) -> None:
         if cell.series and outcome["status"] in SWEEP_STOPPERS:
             stopped.setdefault(cell.series, f"not run: the same series hit "
                                f"{outcome['status']} at {cell.sweep_key}={cell.sweep_value}")
-        volatile = hardware_fingerprint(device).volatile
+        volatile = {**hardware_fingerprint(device).volatile,
+                    "cell_process": {"wall_s": outcome.get("wall_s"),
+                                     "measure_s": outcome.get("measure_s")}}
         rows = to_rows(cell, outcome, run_id, hw.fingerprint, version, volatile,
                        headlines[cell.task])
-        db.store(engine, rows)
+        stored = db.store(engine, rows, claim=(cell.cell_id, hw.fingerprint, version, owner))
+        if not stored:  # our lease was taken over: the other runner's result stands
+            log.warning("%s: claim lost before storing; result discarded", cell.label)
+            report.elsewhere += 1
+            return
         head = next((r for r in rows if r["metric"] == headlines[cell.task]), rows[0])
         result = Outcome(cell, head["status"], outcome.get("wall_s") or 0.0, head["error"], rows)
         report.outcomes.append(result)
         if on_done:
             on_done(result)
 
-    import tasks
+    def claim(cell: Cell) -> bool:
+        # a cell another runner tried and failed during this run is not retried here
+        if db.claim(engine, cell.cell_id, hw.fingerprint, version, owner, lease_s,
+                    skip_failed_since=started):
+            return True
+        report.elsewhere += 1
+        return False
 
     together = [c for c in pending if jobs > 1 and tasks.get(c.task).kind == "accuracy"]
     alone = [c for c in pending if c not in together]
+    beat = _Heartbeat(engine, owner, lease_s)
+    beat.start()
+    status = "finished"
     try:
-        if together:
-            _run_parallel(together, jobs, attempt, finish, on_start)
-        for cell in alone:
-            if on_start:
-                on_start(cell)
-            finish(cell, attempt(cell))
+        with spawner:
+            if pending:
+                spawner.warm(tasks.get(pending[0].task).env)  # no-op if already started
+            if together:
+                _run_parallel(together, jobs, lambda c: attempt(c, spawner), finish, on_start,
+                              claim)
+            for cell in alone:
+                if not claim(cell):
+                    continue
+                if on_start:
+                    on_start(cell)
+                finish(cell, attempt(cell, spawner))
     except KeyboardInterrupt:
         report.interrupted = True
-        db.finish_run(engine, run_id, "interrupted")
-        return report
-    db.finish_run(engine, run_id, "finished")
+        status = "interrupted"
+    finally:
+        beat.stopped.set()
+        db.finish_run(engine, run_id, status)
     return report
 
 
 def _run_parallel(cells: list[Cell], jobs: int, attempt: Callable[[Cell], dict[str, Any]],
                   finish: Callable[[Cell, dict[str, Any]], None],
-                  on_start: Callable[[Cell], None] | None) -> None:
+                  on_start: Callable[[Cell], None] | None,
+                  claim: Callable[[Cell], bool]) -> None:
     """``jobs`` cell processes at a time; outcomes are stored by this (the calling) thread."""
     from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
@@ -221,9 +394,13 @@ def _run_parallel(cells: list[Cell], jobs: int, attempt: Callable[[Cell], dict[s
         while queue or running:
             while queue and len(running) < jobs:
                 cell = queue.pop()
+                if not claim(cell):
+                    continue
                 if on_start:
                     on_start(cell)
                 running[pool.submit(attempt, cell)] = cell
+            if not running:
+                continue
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in finished:
                 finish(running.pop(future), future.result())

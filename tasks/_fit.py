@@ -42,11 +42,13 @@ import torch
 import torch.nn.functional as F
 
 from harness.context import CellContext
+from tasks.base import Diverged
 
 AUX_WEIGHT = 0.01  # Switch Transformer's load-balancing coefficient
 IMPROVING = 0.01  # validation gain over the last quarter of the budget that means "still learning"
 TIE = 0.02  # validation scores this close cannot rank candidates: training loss decides
 SEARCHES = ("halving", "grid")
+EXPLODED = 10.0  # a training loss above this multiple of the first step's has diverged
 
 Data = tuple[np.ndarray, np.ndarray]
 Score = Callable[[torch.nn.Module, Data], float]
@@ -107,6 +109,7 @@ class Run:
         self.since_best = 0
         self.done = False  # solved, out of patience, or at the end of the budget
         self.stopped_early = self.solved = False
+        self.diverged_at: int | None = None  # step whose loss was non-finite or exploded
         self.curve: list[tuple[int, float]] = []
 
     def _train_step(self) -> None:
@@ -118,7 +121,11 @@ class Run:
         y = self.y_all[idx].to(self.ctx.torch_device)
         logits = self.model(x)  # (B, T, V)
         loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=-100)
-        self.losses.append(loss.item())
+        value = loss.item()
+        self.losses.append(value)
+        if not math.isfinite(value) or value > EXPLODED * self.losses[0]:
+            self.diverged_at, self.done = self.step, True  # nothing after this is a score
+            return
         aux = getattr(self.model, "aux_loss", None)  # MoE load balancing (0 for dense models)
         if aux is not None:
             loss = loss + AUX_WEIGHT * aux
@@ -157,7 +164,10 @@ class Run:
 
     @property
     def best_score(self) -> float:
-        return -math.inf if self.best is None else self.best[0]
+        """Best validation score; a diverged run ranks below every other."""
+        if self.best is None or self.diverged_at is not None:
+            return -math.inf
+        return self.best[0]
 
     def finish(self) -> Fit:
         """Restore the best validation weights; what the run did."""
@@ -240,9 +250,15 @@ def search(build: Callable[[], torch.nn.Module], train_set: Data, val_set: Data,
             alive = [lr for lr in alive if lr in order[:keep]]
     if winner is None:  # the best validation score; the test split is never consulted
         winner = max(alive, key=lambda lr: (runs[lr].best_score, -alive.index(lr)))
+    if runs[winner].diverged_at is not None:
+        where = ", ".join(f"lr {lr:g} at step {r.diverged_at}" for lr, r in runs.items()
+                          if r.diverged_at is not None)
+        raise Diverged(f"training diverged (loss non-finite or above {EXPLODED:g}x its first "
+                       f"value) with no finished candidate left: {where}")
     fits = {lr: run.finish() for lr, run in runs.items()}
     record = {f"{lr:g}": {"val_accuracy": f.val_accuracy, "train_loss": f.train_loss,
                           "steps_run": f.steps_run, "cut_at": cut_at.get(lr),
-                          "solved": f.solved, "curve": [list(p) for p in f.curve]}
+                          "solved": f.solved, "diverged_at": runs[lr].diverged_at,
+                          "curve": [list(p) for p in f.curve]}
               for lr, f in fits.items()}
     return runs[winner].model, winner, fits[winner], record

@@ -94,3 +94,17 @@ def vs_reference_metric(timing: Any, info: dict[str, Any]) -> Metric:
         samples=ratios,
         extra={**info, "noisy": summ.noisy, "ref_samples_ms": [s * MS for s in ref_s]},
     )
+
+
+def check_timing(cfg: Any) -> None:
+    """Ranges shared by every timed task's config (one line each, naming the field)."""
+    if cfg.warmup < 0:
+        raise ValueError(f"warmup must be >= 0, got {cfg.warmup}")
+    if not cfg.min_sample_s > 0:
+        raise ValueError(f"min_sample_s must be > 0 seconds, got {cfg.min_sample_s}")
+    if not cfg.max_total_s > 0:
+        raise ValueError(f"max_total_s must be > 0 seconds, got {cfg.max_total_s}")
+    if cfg.n_samples < 1 or cfg.max_samples < 1 or cfg.max_attempts < 1:
+        raise ValueError("n_samples, max_samples and max_attempts must be >= 1")
+    if cfg.ci_target < 0:
+        raise ValueError(f"ci_target must be >= 0 (0: off), got {cfg.ci_target}")

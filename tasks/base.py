@@ -15,7 +15,20 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from harness.context import CellContext
 
-STATUSES = ("ok", "failed", "oom", "timeout", "unavailable", "unsupported", "skipped")
+STATUSES = ("ok", "failed", "oom", "timeout", "killed", "diverged", "unavailable", "unsupported",
+            "skipped")
+
+
+class CellError(RuntimeError):
+    """An error that stands for a status other than ``failed`` (the cell records ``status``)."""
+
+    status = "failed"
+
+
+class Diverged(CellError):
+    """Training went non-finite or exploded: the run has no score to report."""
+
+    status = "diverged"
 
 
 @dataclass(frozen=True)
@@ -80,3 +93,5 @@ class Task:
     # False: shown on the site but never ranked or shaded (``unranked_reason`` says why)
     ranked: bool = True
     unranked_reason: str = ""
+    # the machine's matmul peak for this setting (achieved FLOP/s); measured in the cell once
+    needs_peak: bool = False

@@ -139,5 +139,5 @@ def run(cfg: Config, ctx: CellContext) -> list[Metric]:
 
 TASK = tasks.register(Task(
     name="flops", kind="efficiency", version=1, config_cls=Config, run=run,
-    headline="forward_flops_per_token", doc=__doc__ or "", needs_causal=False,
+    headline="forward_flops_per_token", doc=__doc__ or "", needs_causal=False, needs_peak=True,
 ))

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 import tasks
 from harness.context import CellContext
 from harness.timing import CI_TARGET, MAX_ATTEMPTS, MAX_SAMPLES, time_fn
-from tasks._timed import LATENCY_SPECS, latency_metrics
+from tasks._timed import LATENCY_SPECS, check_timing, latency_metrics
 from tasks.base import Metric, Task
 
 
@@ -38,8 +38,9 @@ class Config:
     def validate(self) -> None:
         if self.batch_size < 1 or self.seq_len < 2 or self.n_samples < 1:
             raise ValueError("batch_size and n_samples must be >= 1, seq_len >= 2")
-        if self.ci_target < 0 or self.max_samples < 1 or self.max_attempts < 1:
-            raise ValueError("ci_target must be >= 0, max_samples and max_attempts >= 1")
+        check_timing(self)
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
 
 
 def run(cfg: Config, ctx: CellContext) -> list[Metric]:

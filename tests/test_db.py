@@ -1,14 +1,55 @@
-"""Storage on SQLite and on a real PostgreSQL server (started by .ci/run on loopback)."""
+"""Storage on SQLite and on a real PostgreSQL server (started by .ci/run on loopback).
+
+Every storage test runs on both backends: ``database_url`` gives a fresh SQLite file, or a
+fresh schema of the PostgreSQL test database (so tests never see each other's tables, and
+several can run at once); without ``ARCHBENCH_TEST_PG_URL`` the PostgreSQL case is skipped,
+unless CI demands it with ``ARCHBENCH_REQUIRE_PG``."""
 
 from __future__ import annotations
 
+import logging
 import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, insert, inspect, make_url, select, text
 
 from harness import db
 from tests.conftest import require
 
+BACKENDS = ["sqlite", "postgresql"]
 
-def _row(cell: str, status: str, value: float | None) -> dict:
+
+def database_url(kind: str, tmp_path: Path) -> Iterator[str]:
+    """A URL to an empty database of ``kind``; the PostgreSQL schema is dropped afterwards."""
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp_path / 'test.db'}"
+        return
+    base = os.environ.get("ARCHBENCH_TEST_PG_URL")
+    if not base:
+        require("ARCHBENCH_REQUIRE_PG", "ARCHBENCH_TEST_PG_URL is not set (no PostgreSQL server)")
+    schema = f"archbench_t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(base)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    url = make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text("SET LOCAL lock_timeout = '30s'"))
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    yield from database_url(request.param, tmp_path)
+
+
+def _row(cell: str, status: str, value: float | None, **more) -> dict:
     return {
         "run_id": "run1", "cell_id": cell, "config_hash": "cfg", "code_version": "git:abc",
         "hardware_fingerprint": "fp", "arch": "mamba", "arch_version": 1,
@@ -16,11 +57,11 @@ def _row(cell: str, status: str, value: float | None) -> dict:
         "task_version": 1, "task_config": {"seq_len": 8}, "seed": 0, "metric": "latency_ms",
         "unit": "ms", "value": value, "n_samples": 3, "status": status, "error": None,
         "method": "perf_counter_ns", "device": "cpu", "dtype": "float32", "threads": 2,
-        "samples": [1.0, 2.0, 3.0], "spread": 1.0, "spread_kind": "iqr",
+        "samples": [1.0, 2.0, 3.0], "spread": 1.0, "spread_kind": "iqr", **more,
     }
 
 
-def _roundtrip(url: str) -> None:
+def test_roundtrip(url: str) -> None:
     engine = db.connect(url)
     db.store(engine, [_row("c1", "ok", 2.0), _row("c2", "failed", None),
                       _row("c3", "unavailable", None)])
@@ -32,12 +73,12 @@ def _roundtrip(url: str) -> None:
     assert rows[0]["arch_config"]["nested"] == {"a": [1, 2]}
     assert rows[0]["samples"] == [1.0, 2.0, 3.0]
     assert rows[1]["value"] is None
+    assert rows[0]["error"] is None  # nothing to sanitize: nothing noted
     db.connect(url)  # connecting again keeps data and the recorded migration
     assert db.count(engine) == 3
-
-
-def test_sqlite_roundtrip(db_url: str) -> None:
-    _roundtrip(db_url)
+    with engine.connect() as conn:
+        assert conn.scalars(select(db.Migration.version)).all() == [db.SCHEMA_VERSION]
+    assert engine.dialect.name in ("sqlite", "postgresql")
 
 
 def test_bare_path_and_env_default(tmp_path, monkeypatch) -> None:
@@ -47,11 +88,72 @@ def test_bare_path_and_env_default(tmp_path, monkeypatch) -> None:
     assert "secret" not in db.redact("postgresql://u:secret@h/d")
 
 
-def test_postgresql_roundtrip() -> None:
-    url = os.environ.get("ARCHBENCH_TEST_PG_URL")
-    if not url:
-        require("ARCHBENCH_REQUIRE_PG", "ARCHBENCH_TEST_PG_URL is not set (no PostgreSQL server)")
+def test_other_backends_refused() -> None:
+    with pytest.raises(ValueError, match="SQLite or PostgreSQL"):
+        db.connect("mysql://u:p@localhost/x")
+
+
+def test_sqlite_uses_wal(tmp_path: Path) -> None:
+    engine = db.connect(str(tmp_path / "wal.db"))
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+
+
+def _as_schema_1(url: str) -> None:
+    """Turn a fresh schema-2 database into what schema 1 created (no claims, no heartbeat
+    column, no unique index on finished results)."""
     engine = db.connect(url)
-    db.Base.metadata.drop_all(engine)  # a dedicated test database: start empty
-    _roundtrip(url)
-    assert engine.dialect.name == "postgresql"
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE cell_claims"))
+        conn.execute(text("DROP INDEX ux_results_done"))
+        conn.execute(text("ALTER TABLE runs DROP COLUMN heartbeat_at"))
+        conn.execute(text("DELETE FROM schema_migrations"))
+        conn.execute(text("INSERT INTO schema_migrations (version, applied_at) "
+                          "VALUES (1, CURRENT_TIMESTAMP)"))
+        conn.execute(text("INSERT INTO runs (run_id, suite, code_version, hardware_fingerprint,"
+                          " started_at, status, n_cells) VALUES ('old', 's', 'git:abc', 'fp', "
+                          "CURRENT_TIMESTAMP, 'running', 1)"))
+    engine.dispose()
+
+
+def _schema(url: str) -> tuple[set[str], set[str], bool, list[int]]:
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        found = inspect(conn)
+        tables = set(found.get_table_names())
+        columns = {c["name"] for c in found.get_columns("runs")}
+        indexed = found.has_index("results", "ux_results_done")
+        versions = conn.scalars(text("SELECT version FROM schema_migrations ORDER BY 1")).all()
+    engine.dispose()
+    return tables, columns, indexed, list(versions)
+
+
+def test_schema_1_database_is_upgraded(url: str) -> None:
+    _as_schema_1(url)
+    assert "cell_claims" not in _schema(url)[0]
+    engine = db.connect(url)
+    tables, columns, indexed, versions = _schema(url)
+    assert "cell_claims" in tables and "heartbeat_at" in columns and indexed
+    assert versions == [1, 2]
+    assert [r["status"] for r in db.runs(engine)] == ["running"]  # old rows kept
+    assert db.claim(engine, "c1", "fp", "git:abc", "new-run", 60)
+    db.connect(url)  # idempotent
+    assert _schema(url)[3] == [1, 2]
+
+
+def test_schema_1_duplicates_are_kept_and_the_index_skipped(url: str, caplog) -> None:
+    _as_schema_1(url)
+    old = create_engine(url)
+    with old.begin() as conn:  # what two runners of schema 1 could leave behind
+        for _ in range(2):
+            conn.execute(insert(db.Result.__table__), _row("c1", "ok", 2.0))
+    old.dispose()
+    with caplog.at_level(logging.WARNING, logger="harness.db"):
+        engine = db.connect(url)
+    assert "more than once" in caplog.text
+    tables, columns, indexed, versions = _schema(url)
+    assert "cell_claims" in tables and "heartbeat_at" in columns and not indexed
+    assert versions == [1, 2]
+    assert db.count(engine) == 2  # no data deleted
+    assert db.done_cells(engine, "fp", "git:abc") == {"c1"}
+    assert not db.claim(engine, "c1", "fp", "git:abc", "new-run", 60)  # done all the same

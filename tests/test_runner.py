@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -26,7 +27,7 @@ def test_failing_variant_yields_failed_rows_and_others_complete(
     suite_path = write_suite(tmp_path / "mixed.yaml", ["exploding", "transformer"])
     code = main(["--db", db_url, "--plugin", str(broken_plugin), "run", "--suite",
                  str(suite_path), "--no-progress"])
-    assert code == 0
+    assert code == 1  # the exit-code policy: a failed cell makes the run exit 1
     rows = db.results(db.connect(db_url))
     by_arch: dict[str, list[dict]] = {}
     for r in rows:
@@ -52,8 +53,8 @@ def test_timed_rows_carry_statistics_and_raw_samples(tmp_path: Path, db_url: str
     assert main(["--db", db_url, "run", "--suite", str(suite_path), "--no-progress"]) == 0
     (lat,) = [r for r in db.results(db.connect(db_url)) if r["metric"] == "latency_ms"]
     samples = sorted(lat["samples"])
-    assert lat["n_samples"] == len(samples) == 7
-    assert lat["value"] == pytest.approx(samples[3])  # the median of 7 samples
+    assert lat["n_samples"] == len(samples) >= 7  # n_samples is the least; sampling adapts
+    assert lat["value"] == pytest.approx(statistics.median(samples))
     assert lat["spread_kind"] == "iqr" and lat["spread"] >= 0
     assert lat["ci_low"] <= lat["value"] <= lat["ci_high"]
     assert lat["p99"] is None  # 7 samples cannot support a p99
@@ -62,9 +63,10 @@ def test_timed_rows_carry_statistics_and_raw_samples(tmp_path: Path, db_url: str
 
 def test_timeout_is_recorded(tmp_path: Path, db_url: str) -> None:
     suite_path = write_suite(tmp_path / "slow.yaml", ["transformer"],
-                             {"prefill_latency": {"seq_len": 16, "n_samples": 5}})
+                             {"prefill_latency": {"seq_len": 16, "n_samples": 500,
+                                                  "max_total_s": 60}})
     assert main(["--db", db_url, "run", "--suite", str(suite_path), "--timeout", "0.5",
-                 "--no-progress"]) == 0
+                 "--no-progress", "--allow-failures"]) == 0
     (row,) = db.results(db.connect(db_url))
     assert row["status"] == "timeout" and "timeout" in row["error"]
 
@@ -111,9 +113,10 @@ def test_killed_run_resumes_without_remeasuring(tmp_path: Path, db_url: str) -> 
 
 def test_sweep_stops_a_series_after_a_timeout(tmp_path: Path, db_url: str) -> None:
     suite_path = write_suite(tmp_path / "sweep.yaml", ["transformer"],
-                             {"prefill_latency": {"sweep": {"seq_len": [8, 16, 32]}}})
+                             {"prefill_latency": {"n_samples": 500, "max_total_s": 60,
+                                                  "sweep": {"seq_len": [8, 16, 32]}}})
     assert main(["--db", db_url, "run", "--suite", str(suite_path), "--timeout", "0.3",
-                 "--no-progress"]) == 0
+                 "--no-progress"]) == 1
     rows = sorted(db.results(db.connect(db_url)), key=lambda r: r["task_config"]["seq_len"])
     assert [r["status"] for r in rows] == ["timeout", "skipped", "skipped"]
     assert "seq_len=8" in rows[1]["error"]
