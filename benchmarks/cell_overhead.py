@@ -8,11 +8,14 @@ the working directory, so its own ``harness`` is imported.
 It reports, as medians over ``--repeats`` (with min-max):
 
 - ``list suites``: wall time of ``archbench list suites`` (interpreter start included);
-- one-cell suite: wall time of ``archbench run`` on a fresh database with one ``peak_memory``
-  cell (transformer, d_model 32, 1 layer, T 64), minus the cell's measurement, timed in this
-  process as the median of ``task.run`` after a warm-up: the fixed cost a user pays per run;
-- per cell in a 10-cell suite: (wall time - 10 x measurement) / 10: the fixed cost per cell
-  once a run is going (the issue's "fixed cost per cell").
+- one-cell suite: wall time of ``archbench run`` on a fresh database with one cell of
+  ``--task`` (transformer, d_model 32, 1 layer; ``prefill_latency`` at T 16, or
+  ``peak_memory`` at T 64, whose malloc settings need a cell server of their own), minus the
+  cell's measurement, timed in this process as the median of ``task.run`` after a warm-up:
+  the fixed cost a user pays per run;
+- per cell in a 10-cell suite: (wall time - 10 x measurement) / 10, start-up shared out;
+- marginal per cell: (10-cell wall - one-cell wall - the 9 extra measurements) / 9: what each
+  further cell costs once a run is going.
 """
 
 from __future__ import annotations
@@ -30,13 +33,17 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 ARCHS = ["transformer", "mamba", "linear_attention", "retnet", "gla", "rwkv", "lstm", "s4d",
          "mlstm", "mamba2"]
-TASK = {"peak_memory": {"seq_len": 64}}
+TASKS = {  # a task whose cells need a server of their own (malloc settings), and one that does not
+    "peak_memory": {"seq_len": 64},
+    "prefill_latency": {"seq_len": 16, "n_samples": 5, "warmup": 1, "min_sample_s": 0.001,
+                        "max_total_s": 1.0, "ci_target": 0, "max_attempts": 1},
+}
 
 
-def suite(path: Path, archs: list[str]) -> Path:
+def suite(path: Path, archs: list[str], task: str) -> Path:
     body = {"name": path.stem, "hardware": {"device": "cpu", "dtype": "float32", "threads": 1},
             "seeds": [0], "timeout_s": 120, "model": {"d_model": 32, "n_layers": 1},
-            "architectures": {a: {} for a in archs}, "tasks": TASK}
+            "architectures": {a: {} for a in archs}, "tasks": {task: TASKS[task]}}
     path.write_text(yaml.safe_dump(body))
     return path
 
@@ -50,15 +57,14 @@ def wall(cmd: list[str], cwd: Path) -> float:
     return took
 
 
-def measurement_s(archs: list[str]) -> dict[str, float]:
+def measurement_s(archs: list[str], name: str) -> dict[str, float]:
     """Median seconds of the task's own ``run`` per architecture, in this warm process."""
     import tasks
     from harness.configs import build_config
     from harness.context import CellContext
 
-    task = tasks.get("peak_memory")
-    cfg = build_config(task.config_cls, tasks.resolve_config("peak_memory", seq_len=64),
-                       "peak_memory")
+    task = tasks.get(name)
+    cfg = build_config(task.config_cls, tasks.resolve_config(name, **TASKS[name]), name)
     out = {}
     for arch in archs:
         ctx = CellContext(arch=arch, arch_config={"d_model": 32, "n_layers": 1}, seed=0,
@@ -81,26 +87,32 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--root", type=Path, default=ROOT)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--task", choices=sorted(TASKS), default="prefill_latency")
     args = ap.parse_args()
     cli = [sys.executable, "-m", "harness.cli"]
-    measure = measurement_s(ARCHS)
+    measure = measurement_s(ARCHS, args.task)
     with tempfile.TemporaryDirectory(prefix="overhead-") as tmp:
-        one, ten = suite(Path(tmp, "one.yaml"), ARCHS[:1]), suite(Path(tmp, "ten.yaml"), ARCHS)
-        lists, singles, per_cell = [], [], []
+        one = suite(Path(tmp, "one.yaml"), ARCHS[:1], args.task)
+        ten = suite(Path(tmp, "ten.yaml"), ARCHS, args.task)
+        lists, singles, per_cell, marginal = [], [], [], []
         for i in range(args.repeats):
             lists.append(wall([*cli, "list", "suites"], args.root))
             db1, db10 = Path(tmp, f"one{i}.db"), Path(tmp, f"ten{i}.db")
-            singles.append(wall([*cli, "--db", str(db1), "run", "--suite", str(one),
-                                 "--no-progress"], args.root) - measure[ARCHS[0]])
+            single = wall([*cli, "--db", str(db1), "run", "--suite", str(one), "--no-progress"],
+                          args.root)
+            singles.append(single - measure[ARCHS[0]])
             total = wall([*cli, "--db", str(db10), "run", "--suite", str(ten), "--no-progress"],
                          args.root)
             per_cell.append((total - sum(measure.values())) / len(ARCHS))
+            extra = sum(measure.values()) - measure[ARCHS[0]]
+            marginal.append((total - single - extra) / (len(ARCHS) - 1))
     print(f"code: {args.root}")
-    print(f"measurement (peak_memory T 64, in-process median): "
+    print(f"measurement ({args.task} {TASKS[args.task]}, in-process median): "
           f"{statistics.median(measure.values()) * 1e3:.1f} ms per cell")
     print(f"archbench list suites:              {summary(lists)}")
     print(f"one-cell run minus its measurement: {summary(singles)}")
     print(f"fixed cost per cell (10-cell run):  {summary(per_cell)}")
+    print(f"marginal cost per further cell:     {summary(marginal)}")
 
 
 if __name__ == "__main__":

@@ -143,6 +143,12 @@ def contention_note(contention: Any) -> str:
     made; a flat dict of other figures is listed as it is."""
     if not isinstance(contention, dict):
         return _plain(contention) if contention else ""
+    processes = contention.get("processes")
+    if isinstance(processes, list):  # pooled over fresh processes: each one's own note
+        notes = [f"process {i + 1}: {contention_note(p.get('contention'))}"
+                 for i, p in enumerate(processes)
+                 if isinstance(p, dict) and p.get("contended")]
+        return "; ".join(notes) or f"{len(processes)} processes, none contended"
     attempts, kept = contention.get("attempts"), contention.get("kept_attempt")
     figures = contention
     if isinstance(attempts, list) and isinstance(kept, int) and 0 <= kept < len(attempts) \

@@ -106,5 +106,7 @@ def check_timing(cfg: Any) -> None:
         raise ValueError(f"max_total_s must be > 0 seconds, got {cfg.max_total_s}")
     if cfg.n_samples < 1 or cfg.max_samples < 1 or cfg.max_attempts < 1:
         raise ValueError("n_samples, max_samples and max_attempts must be >= 1")
+    if not 1 <= cfg.processes <= 100:
+        raise ValueError(f"processes must be in [1, 100], got {cfg.processes}")
     if cfg.ci_target < 0:
         raise ValueError(f"ci_target must be >= 0 (0: off), got {cfg.ci_target}")

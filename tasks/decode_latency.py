@@ -16,7 +16,15 @@ import torch
 import tasks
 from architectures import state_numel
 from harness.context import CellContext
-from harness.timing import CI_TARGET, MAX_ATTEMPTS, MAX_SAMPLES, time_fn
+from harness.timing import (
+    CI_TARGET,
+    MAX_ATTEMPTS,
+    MAX_SAMPLES,
+    PROCESSES,
+    in_processes,
+    pooled,
+    time_fn,
+)
 from tasks._timed import LATENCY_SPECS, check_timing, latency_metrics
 from tasks.base import Metric, MetricSpec, Task
 
@@ -39,6 +47,7 @@ class Config:
     ci_target: float = CI_TARGET  # sample until the median's 95% CI is within this; 0: off
     max_samples: int = MAX_SAMPLES  # adaptive sampling stops here at the latest
     max_attempts: int = MAX_ATTEMPTS  # 1: never re-measure a contended measurement
+    processes: int = PROCESSES  # fresh processes measured one after another, samples pooled
     checkpoint: str = ""  # a checkpoint file or "task:NAME" (task:lm_bpb); "": a fresh model
 
     def validate(self) -> None:
@@ -48,37 +57,41 @@ class Config:
 
 
 def run(cfg: Config, ctx: CellContext) -> list[Metric]:
-    model = ctx.model(cfg.checkpoint)
-    vocab = model.config["vocab_size"]
-    context = ctx.random_tokens(cfg.batch_size, cfg.context_len, vocab)
-    with torch.inference_mode():
-        _, state = model.prefill(context)  # one parallel pass; L = 0 gives init_state
-        measured_numel = state_numel(state)
-        next_tok = ctx.random_tokens(cfg.batch_size, 1, vocab, offset=1)
+    def measure() -> tuple[Any, dict[str, Any]]:  # in a fresh process: model, state, timing
+        model = ctx.model(cfg.checkpoint)
+        vocab = model.config["vocab_size"]
+        context = ctx.random_tokens(cfg.batch_size, cfg.context_len, vocab)
+        with torch.inference_mode():
+            _, state = model.prefill(context)  # one parallel pass; L = 0 gives init_state
+            next_tok = ctx.random_tokens(cfg.batch_size, 1, vocab, offset=1)
 
-        def one_step() -> None:
-            model.step(next_tok, state)  # from the state at L every call; the new one dropped
+            def one_step() -> None:
+                model.step(next_tok, state)  # from the state at L every call; the new dropped
 
-        timing = time_fn(
-            one_step, sync=ctx.sync, warmup=cfg.warmup, min_sample_s=cfg.min_sample_s,
-            n_samples=cfg.n_samples, max_total_s=cfg.max_total_s, ci_target=cfg.ci_target,
-            max_samples=cfg.max_samples, max_attempts=cfg.max_attempts, device=ctx.device,
-        )
+            timing = time_fn(
+                one_step, sync=ctx.sync, warmup=cfg.warmup, min_sample_s=cfg.min_sample_s,
+                n_samples=cfg.n_samples, max_total_s=cfg.max_total_s, ci_target=cfg.ci_target,
+                max_samples=cfg.max_samples, max_attempts=cfg.max_attempts, device=ctx.device,
+            )
+        element = next(model.parameters()).element_size()
+        return timing, {"kernel_path": model.kernel_path,
+                        "measured": state_numel(state) * cfg.batch_size * element,
+                        "analytic": model.state_bytes(cfg.context_len, cfg.batch_size)}
+
+    results = in_processes(cfg.processes, measure)
+    facts = results[0][1]
     extra = {
         "checkpoint": ctx.checkpoint_path(cfg.checkpoint),
         "batch_size": cfg.batch_size, "context_len": cfg.context_len,
-        "kernel_path": model.kernel_path, "context_build": "prefill",
+        "kernel_path": facts["kernel_path"], "context_build": "prefill",
+        "processes": len(results),
     }
-    return [*latency_metrics(timing, cfg.batch_size, extra),
-            *state_metrics(model, measured_numel, cfg, extra)]
+    return [*latency_metrics(pooled([t for t, _ in results]), cfg.batch_size, extra),
+            *state_metrics(facts["measured"], facts["analytic"], extra)]
 
 
-def state_metrics(model: Any, measured_numel: int, cfg: Config,
-                  extra: dict[str, Any]) -> list[Metric]:
+def state_metrics(measured: int, analytic: int, extra: dict[str, Any]) -> list[Metric]:
     """Decode-state bytes at L: counted from the state tensors, and the analytic figure."""
-    element = next(model.parameters()).element_size()
-    measured = measured_numel * cfg.batch_size * element
-    analytic = model.state_bytes(cfg.context_len, cfg.batch_size)
     info = {**extra, "reconciled": measured == analytic}
     return [
         Metric(name="state_bytes_measured", unit="bytes", value=float(measured),
@@ -91,6 +104,6 @@ def state_metrics(model: Any, measured_numel: int, cfg: Config,
 
 
 TASK = tasks.register(Task(
-    name="decode_latency", kind="efficiency", version=3, config_cls=Config, run=run,
+    name="decode_latency", kind="efficiency", version=4, config_cls=Config, run=run,
     headline="latency_ms", doc=__doc__ or "", metrics=(*LATENCY_SPECS, *STATE_SPECS),
 ))

@@ -9,12 +9,21 @@ measurement taken under contention is re-measured (``harness.timing``; version 2
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 import tasks
 from harness.context import CellContext
-from harness.timing import CI_TARGET, MAX_ATTEMPTS, MAX_SAMPLES, time_fn
+from harness.timing import (
+    CI_TARGET,
+    MAX_ATTEMPTS,
+    MAX_SAMPLES,
+    PROCESSES,
+    in_processes,
+    pooled,
+    time_fn,
+)
 from tasks._timed import LATENCY_SPECS, check_timing, latency_metrics
 from tasks.base import Metric, Task
 
@@ -30,6 +39,7 @@ class Config:
     ci_target: float = CI_TARGET  # sample until the median's 95% CI is within this; 0: off
     max_samples: int = MAX_SAMPLES  # adaptive sampling stops here at the latest
     max_attempts: int = MAX_ATTEMPTS  # 1: never re-measure a contended measurement
+    processes: int = PROCESSES  # fresh processes measured one after another, samples pooled
     checkpoint: str = ""  # a checkpoint file or "task:NAME" (task:lm_bpb); "": a fresh model
 
     def validate(self) -> None:
@@ -39,22 +49,25 @@ class Config:
 
 
 def run(cfg: Config, ctx: CellContext) -> list[Metric]:
-    model = ctx.model(cfg.checkpoint)
-    tokens = ctx.random_tokens(cfg.batch_size, cfg.seq_len, model.config["vocab_size"])
-    with torch.inference_mode():
-        timing = time_fn(
-            lambda: model(tokens), sync=ctx.sync, warmup=cfg.warmup,
-            min_sample_s=cfg.min_sample_s, n_samples=cfg.n_samples, max_total_s=cfg.max_total_s,
-            ci_target=cfg.ci_target, max_samples=cfg.max_samples, max_attempts=cfg.max_attempts,
-            device=ctx.device,
-        )
+    def measure() -> tuple[Any, str]:  # in a fresh process: model, tokens, timing
+        model = ctx.model(cfg.checkpoint)
+        tokens = ctx.random_tokens(cfg.batch_size, cfg.seq_len, model.config["vocab_size"])
+        with torch.inference_mode():
+            timing = time_fn(
+                lambda: model(tokens), sync=ctx.sync, warmup=cfg.warmup,
+                min_sample_s=cfg.min_sample_s, n_samples=cfg.n_samples,
+                max_total_s=cfg.max_total_s, ci_target=cfg.ci_target,
+                max_samples=cfg.max_samples, max_attempts=cfg.max_attempts, device=ctx.device,
+            )
+        return timing, model.kernel_path
+
+    results = in_processes(cfg.processes, measure)
     extra = {"checkpoint": ctx.checkpoint_path(cfg.checkpoint), "batch_size": cfg.batch_size,
-             "seq_len": cfg.seq_len,
-             "kernel_path": model.kernel_path}
-    return latency_metrics(timing, cfg.batch_size * cfg.seq_len, extra)
+             "seq_len": cfg.seq_len, "kernel_path": results[0][1], "processes": len(results)}
+    return latency_metrics(pooled([t for t, _ in results]), cfg.batch_size * cfg.seq_len, extra)
 
 
 TASK = tasks.register(Task(
-    name="prefill_latency", kind="efficiency", version=2, config_cls=Config, run=run,
+    name="prefill_latency", kind="efficiency", version=3, config_cls=Config, run=run,
     headline="latency_ms", doc=__doc__ or "", needs_causal=False, metrics=LATENCY_SPECS,
 ))

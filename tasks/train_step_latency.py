@@ -10,13 +10,22 @@ target, and a measurement taken under contention is re-measured (``harness.timin
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 import tasks
 from harness.context import CellContext
-from harness.timing import CI_TARGET, MAX_ATTEMPTS, MAX_SAMPLES, time_fn
+from harness.timing import (
+    CI_TARGET,
+    MAX_ATTEMPTS,
+    MAX_SAMPLES,
+    PROCESSES,
+    in_processes,
+    pooled,
+    time_fn,
+)
 from tasks._timed import LATENCY_SPECS, check_timing, latency_metrics
 from tasks.base import Metric, Task
 
@@ -33,6 +42,7 @@ class Config:
     ci_target: float = CI_TARGET  # sample until the median's 95% CI is within this; 0: off
     max_samples: int = MAX_SAMPLES  # adaptive sampling stops here at the latest
     max_attempts: int = MAX_ATTEMPTS  # 1: never re-measure a contended measurement
+    processes: int = PROCESSES  # fresh processes measured one after another, samples pooled
     checkpoint: str = ""  # a checkpoint file or "task:NAME" (task:lm_bpb); "": a fresh model
 
     def validate(self) -> None:
@@ -44,31 +54,35 @@ class Config:
 
 
 def run(cfg: Config, ctx: CellContext) -> list[Metric]:
-    model = ctx.model(cfg.checkpoint).train()
-    vocab = model.config["vocab_size"]
-    tokens = ctx.random_tokens(cfg.batch_size, cfg.seq_len + 1, vocab)
-    inputs, targets = tokens[:, :-1], tokens[:, 1:]
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
+    def measure() -> tuple[Any, str]:  # in a fresh process: model, optimiser, timing
+        model = ctx.model(cfg.checkpoint).train()
+        vocab = model.config["vocab_size"]
+        tokens = ctx.random_tokens(cfg.batch_size, cfg.seq_len + 1, vocab)
+        inputs, targets = tokens[:, :-1], tokens[:, 1:]
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
 
-    def train_step() -> None:
-        logits = model(inputs)  # (B, T, V)
-        loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        def train_step() -> None:
+            logits = model(inputs)  # (B, T, V)
+            loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
 
-    timing = time_fn(train_step, sync=ctx.sync, warmup=cfg.warmup,
-                     min_sample_s=cfg.min_sample_s, n_samples=cfg.n_samples,
-                     max_total_s=cfg.max_total_s, ci_target=cfg.ci_target,
-                     max_samples=cfg.max_samples, max_attempts=cfg.max_attempts,
-                     device=ctx.device)
+        timing = time_fn(train_step, sync=ctx.sync, warmup=cfg.warmup,
+                         min_sample_s=cfg.min_sample_s, n_samples=cfg.n_samples,
+                         max_total_s=cfg.max_total_s, ci_target=cfg.ci_target,
+                         max_samples=cfg.max_samples, max_attempts=cfg.max_attempts,
+                         device=ctx.device)
+        return timing, model.kernel_path
+
+    results = in_processes(cfg.processes, measure)
     extra = {"batch_size": cfg.batch_size, "seq_len": cfg.seq_len,
-             "kernel_path": model.kernel_path, "optimizer": "AdamW",
-             "checkpoint": ctx.checkpoint_path(cfg.checkpoint)}
-    return latency_metrics(timing, cfg.batch_size * cfg.seq_len, extra)
+             "kernel_path": results[0][1], "optimizer": "AdamW",
+             "checkpoint": ctx.checkpoint_path(cfg.checkpoint), "processes": len(results)}
+    return latency_metrics(pooled([t for t, _ in results]), cfg.batch_size * cfg.seq_len, extra)
 
 
 TASK = tasks.register(Task(
-    name="train_step_latency", kind="efficiency", version=2, config_cls=Config, run=run,
+    name="train_step_latency", kind="efficiency", version=3, config_cls=Config, run=run,
     headline="latency_ms", doc=__doc__ or "", metrics=LATENCY_SPECS,
 ))

@@ -57,7 +57,9 @@ def test_timed_rows_carry_statistics_and_raw_samples(tmp_path: Path, db_url: str
     assert lat["value"] == pytest.approx(statistics.median(samples))
     assert lat["spread_kind"] == "iqr" and lat["spread"] >= 0
     assert lat["ci_low"] <= lat["value"] <= lat["ci_high"]
-    assert lat["p99"] is None  # 7 samples cannot support a p99
+    assert (lat["p99"] is None) == (lat["n_samples"] < 100)  # a p99 needs 100 samples
+    assert lat["extra"]["processes"] == 5  # pooled over fresh processes
+    assert len(lat["extra"]["contention"]["processes"]) == 5
     assert lat["kernel_path"] and lat["threads"] == 1
 
 
