@@ -8,9 +8,11 @@ Every metric carries the same ``extra`` keys about how the samples were taken
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from harness.stats import paired_ratios, quantile, summarize
+from harness.timing import CI_TARGET, MAX_ATTEMPTS, MAX_SAMPLES, PROCESSES
 from tasks.base import Metric, MetricSpec
 
 MS = 1e3
@@ -94,6 +96,16 @@ def vs_reference_metric(timing: Any, info: dict[str, Any]) -> Metric:
         samples=ratios,
         extra={**info, "noisy": summ.noisy, "ref_samples_ms": [s * MS for s in ref_s]},
     )
+
+
+@dataclass(frozen=True)
+class TimedConfig:
+    """The sampling keys every timed task's config shares (``harness.timing``)."""
+
+    ci_target: float = CI_TARGET  # sample until the median's 95% CI is within this; 0: off
+    max_samples: int = MAX_SAMPLES  # adaptive sampling stops here at the latest
+    max_attempts: int = MAX_ATTEMPTS  # 1: never re-measure a contended measurement
+    processes: int = PROCESSES  # fresh processes measured one after another, samples pooled
 
 
 def check_timing(cfg: Any) -> None:

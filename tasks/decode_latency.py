@@ -16,16 +16,8 @@ import torch
 import tasks
 from architectures import state_numel
 from harness.context import CellContext
-from harness.timing import (
-    CI_TARGET,
-    MAX_ATTEMPTS,
-    MAX_SAMPLES,
-    PROCESSES,
-    in_processes,
-    pooled,
-    time_fn,
-)
-from tasks._timed import LATENCY_SPECS, check_timing, latency_metrics
+from harness.timing import in_processes, pooled, time_fn
+from tasks._timed import LATENCY_SPECS, TimedConfig, check_timing, latency_metrics
 from tasks.base import Metric, MetricSpec, Task
 
 STATE_SPECS = (
@@ -37,17 +29,13 @@ STATE_SPECS = (
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(TimedConfig):
     context_len: int = 256  # L: tokens in the state every timed step decodes against
     batch_size: int = 1
     n_samples: int = 15
     warmup: int = 3
     min_sample_s: float = 0.005
     max_total_s: float = 20.0
-    ci_target: float = CI_TARGET  # sample until the median's 95% CI is within this; 0: off
-    max_samples: int = MAX_SAMPLES  # adaptive sampling stops here at the latest
-    max_attempts: int = MAX_ATTEMPTS  # 1: never re-measure a contended measurement
-    processes: int = PROCESSES  # fresh processes measured one after another, samples pooled
     checkpoint: str = ""  # a checkpoint file or "task:NAME" (task:lm_bpb); "": a fresh model
 
     def validate(self) -> None:

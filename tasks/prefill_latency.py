@@ -15,31 +15,19 @@ import torch
 
 import tasks
 from harness.context import CellContext
-from harness.timing import (
-    CI_TARGET,
-    MAX_ATTEMPTS,
-    MAX_SAMPLES,
-    PROCESSES,
-    in_processes,
-    pooled,
-    time_fn,
-)
-from tasks._timed import LATENCY_SPECS, check_timing, latency_metrics
+from harness.timing import in_processes, pooled, time_fn
+from tasks._timed import LATENCY_SPECS, TimedConfig, check_timing, latency_metrics
 from tasks.base import Metric, Task
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(TimedConfig):
     batch_size: int = 1
     seq_len: int = 512
     n_samples: int = 15  # timed samples, each the mean of calibrated iterations
     warmup: int = 3
     min_sample_s: float = 0.01  # one sample lasts at least this long
     max_total_s: float = 20.0  # stop sampling after this much timing
-    ci_target: float = CI_TARGET  # sample until the median's 95% CI is within this; 0: off
-    max_samples: int = MAX_SAMPLES  # adaptive sampling stops here at the latest
-    max_attempts: int = MAX_ATTEMPTS  # 1: never re-measure a contended measurement
-    processes: int = PROCESSES  # fresh processes measured one after another, samples pooled
     checkpoint: str = ""  # a checkpoint file or "task:NAME" (task:lm_bpb); "": a fresh model
 
     def validate(self) -> None:

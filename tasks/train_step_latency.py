@@ -17,21 +17,13 @@ import torch.nn.functional as F
 
 import tasks
 from harness.context import CellContext
-from harness.timing import (
-    CI_TARGET,
-    MAX_ATTEMPTS,
-    MAX_SAMPLES,
-    PROCESSES,
-    in_processes,
-    pooled,
-    time_fn,
-)
-from tasks._timed import LATENCY_SPECS, check_timing, latency_metrics
+from harness.timing import in_processes, pooled, time_fn
+from tasks._timed import LATENCY_SPECS, TimedConfig, check_timing, latency_metrics
 from tasks.base import Metric, Task
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(TimedConfig):
     batch_size: int = 8
     seq_len: int = 256
     lr: float = 1e-3
@@ -39,10 +31,6 @@ class Config:
     warmup: int = 2
     min_sample_s: float = 0.02
     max_total_s: float = 30.0
-    ci_target: float = CI_TARGET  # sample until the median's 95% CI is within this; 0: off
-    max_samples: int = MAX_SAMPLES  # adaptive sampling stops here at the latest
-    max_attempts: int = MAX_ATTEMPTS  # 1: never re-measure a contended measurement
-    processes: int = PROCESSES  # fresh processes measured one after another, samples pooled
     checkpoint: str = ""  # a checkpoint file or "task:NAME" (task:lm_bpb); "": a fresh model
 
     def validate(self) -> None:
