@@ -94,6 +94,9 @@ def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from harness import timing
+
+    timing.allow_fork()  # a fresh cell process: nothing has run yet (timed tasks fork)
     spec_path, out_path = (argv or sys.argv[1:])[:2]
     with open(spec_path) as f:
         spec = json.load(f)

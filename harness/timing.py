@@ -384,20 +384,34 @@ def time_fn(
     )
 
 
+_fork_safe = False  # set by a cell process before its task runs: see allow_fork
+
+
+def allow_fork() -> None:
+    """Declare this process fork-safe for :func:`in_processes`: single-threaded, no parallel
+    torch op run and CUDA not initialised yet. Only a cell process can promise that, at its
+    start (``harness.cell.main``); anywhere else (a test, a notebook) forking could inherit a
+    dead OpenMP pool and hang."""
+    global _fork_safe
+    _fork_safe = True
+
+
 def in_processes(n: int, fn: Callable[[], Any]) -> list[Any]:
     """``fn()`` in ``n`` fresh processes, one after another; their (picklable) results.
 
-    Each is forked from this process, so this process must not have run a parallel torch op
-    yet (OpenMP's thread pool does not survive a fork) nor initialised CUDA: build models and
-    data inside ``fn``. A child dies with this process (PR_SET_PDEATHSIG) and stays in its
-    process group, so a timeout's group kill reaches it. An exception in a child is raised
-    here with the child's traceback. ``n <= 1``, or no ``os.fork``: ``fn()`` here.
+    Each is forked from this process, so it forks only where :func:`allow_fork` was called
+    (a cell process, before its task ran any torch op: OpenMP's thread pool does not survive
+    a fork, nor does CUDA); ``fn`` builds its models and data itself. A child dies with this
+    process (PR_SET_PDEATHSIG) and stays in its process group, so a timeout's group kill
+    reaches it. An exception in a child is raised here with the child's traceback. Elsewhere,
+    or with ``n <= 1`` or no ``os.fork``: ``fn()`` once, here (the row records 1 process).
     """
     import os
     import pickle
+    import threading
     import traceback
 
-    if n <= 1 or not hasattr(os, "fork"):
+    if n <= 1 or not hasattr(os, "fork") or not _fork_safe or threading.active_count() > 1:
         return [fn()]
     parent = os.getpid()
     results = []

@@ -398,3 +398,34 @@ def test_sync_for_cpu_is_noop_and_import_is_torch_free() -> None:
             "sys.exit('torch' in sys.modules or 'pynvml' in sys.modules)")
     root = Path(__file__).resolve().parents[1]
     assert subprocess.run([sys.executable, "-c", code], cwd=root, check=False).returncode == 0
+
+
+def test_in_processes_forks_only_where_allowed() -> None:
+    """A cell process (allow_fork) measures in fresh processes; any other process, such as
+    this test runner, which has threads and has run torch ops, measures once, in place."""
+    import os
+    import subprocess
+    import sys
+
+    from harness.timing import in_processes
+
+    assert in_processes(3, os.getpid) == [os.getpid()]  # not fork-safe here: once, in place
+    code = ("import os; from harness import timing; timing.allow_fork(); "
+            "pids = timing.in_processes(3, os.getpid); "
+            "assert len(set(pids)) == 3 and os.getpid() not in pids, pids; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_in_processes_reports_a_child_failure() -> None:
+    import subprocess
+    import sys
+
+    code = ("from harness import timing; timing.allow_fork()\n"
+            "def boom():\n    raise ValueError('inside the child')\n"
+            "try:\n    timing.in_processes(2, boom)\n"
+            "except RuntimeError as err:\n    assert 'inside the child' in str(err); print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert out.stdout.strip() == "ok", out.stderr
