@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import db
+from harness import db, values
 from tests.test_db import BACKENDS, _row, database_url
 
 
@@ -70,7 +70,7 @@ def test_overlong_strings_are_truncated_with_a_marker(url: str) -> None:
     stored = [r["arch"] for r in rows]
     assert all(len(a) == 100 and a.startswith("a" * 91) for a in stored)
     assert stored[0] != stored[1]  # the digest keeps distinct names distinct
-    assert stored[0] == db._truncate(long_a, 100) and stored[0][91] == db.TRUNCATION_MARK
+    assert stored[0] == values._truncate(long_a, 100) and stored[0][91] == db.TRUNCATION_MARK
     assert "arch truncated from 150 to 100 characters" in rows[0]["error"]
     engine = db.connect(url)
     db.start_run(engine, "r1", "s" * 250, "git:abc", "fp", 1)
