@@ -87,9 +87,23 @@ def parser() -> argparse.ArgumentParser:
     st = sub.add_parser("site", help="render the static leaderboard")
     st.add_argument("--out", default="site-out", help="output folder (wiped first)")
 
-    ex = sub.add_parser("export", help="export results")
-    ex.add_argument("--format", choices=["csv"], default="csv")
+    ex = sub.add_parser("export", help="export results (csv, parquet, jsonl, sqlite, sql)")
+    ex.add_argument("--format", choices=["csv", "parquet", "jsonl", "sqlite", "sql"],
+                    default="csv")
     ex.add_argument("--out", required=True, help="output file")
+    ex.add_argument("--suite", action="append", help="only results of runs of this suite "
+                    "(repeatable)")
+    ex.add_argument("--task", action="append", help="only this task (repeatable)")
+    ex.add_argument("--arch", action="append", help="only this architecture (repeatable)")
+    ex.add_argument("--status", action="append", help="only this status (repeatable)")
+    ex.add_argument("--since", help="only results created at or after this ISO date/time "
+                    "(UTC without an offset)")
+
+    mg = sub.add_parser("merge", help="combine databases from several machines, without "
+                        "duplicates")
+    mg.add_argument("sources", nargs="+", metavar="SRC", help="database URLs or SQLite paths")
+    mg.add_argument("--into", required=True, metavar="DST",
+                    help="destination database URL or path")
 
     sub.add_parser("doctor", help="what meters, devices, threads and database this machine has")
     return p
@@ -293,11 +307,30 @@ def cmd_site(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     url = db_url(args)
-    from harness import db, export, outputs
+    from harness import db, export, outputs, results
 
     outputs.check_file_out(Path(args.out), outputs.database_path_of(url))  # before any work
-    n = export.to_csv(db.connect(url), Path(args.out))
+    if args.since:
+        try:
+            results.parse_since(args.since)
+        except ValueError as err:
+            raise UsageError(f"--since: {' '.join(str(err).split())}") from None
+    n = export.export(db.connect(url), Path(args.out), args.format, suite=args.suite,
+                      task=args.task, arch=args.arch, status=args.status, since=args.since)
     print(f"exported {n} rows to {args.out}")
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from harness import dburl
+    from harness.merge import merge
+
+    sources = [dburl.resolve(s) for s in args.sources]
+    into = dburl.resolve(args.into)
+    counts = merge(sources, into)
+    print(f"merged into {dburl.redact(into)}: {counts['results_added']} results added, "
+          f"{counts['results_skipped']} already present; {counts['runs_added']} runs, "
+          f"{counts['hardware_added']} machines added")
     return 0
 
 
@@ -313,7 +346,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"list": cmd_list, "run": cmd_run, "plan": cmd_plan, "site": cmd_site,
-            "export": cmd_export, "doctor": cmd_doctor}
+            "export": cmd_export, "merge": cmd_merge, "doctor": cmd_doctor}
 
 if __name__ == "__main__":
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
