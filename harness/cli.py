@@ -24,7 +24,8 @@ from typing import Any
 # up in sys.modules, so naming them costs no import (a module never imported raised nothing).
 USER_ERROR_CLASSES = (("harness.suite", "SuiteError"), ("harness.configs", "ConfigError"),
                       ("harness.plugins", "PluginError"), ("harness.registry", "RegistryError"),
-                      ("harness.dburl", "DbUrlError"), ("harness.outputs", "OutputError"))
+                      ("harness.dburl", "DbUrlError"), ("harness.outputs", "OutputError"),
+                      ("harness.db", "SchemaError"))
 MAX_TIMEOUT_S = 7 * 24 * 3600.0
 NEEDS_REGISTRY = {"run", "plan"}
 

@@ -232,6 +232,7 @@ def connect(url: str | None = None) -> Engine:
     Safe when several processes connect to one fresh database at once: the DDL runs under
     PostgreSQL's advisory lock or SQLite's write lock, and every insert is insert-if-absent."""
     engine = _engine(resolve_url(url))
+    _refuse_newer(engine)
     if _up_to_date(engine):  # the usual case: no lock, no write (read-only files work)
         return engine
     with _writing(engine) as conn:
@@ -242,6 +243,26 @@ def connect(url: str | None = None) -> Engine:
         conn.execute(_insert(conn, Migration).values(version=SCHEMA_VERSION, applied_at=now())
                      .on_conflict_do_nothing())
     return engine
+
+
+class SchemaError(ValueError):
+    """A database this code cannot use as it is; the message is one line."""
+
+
+def _refuse_newer(engine: Engine) -> None:
+    """A database written by a newer archbench is left untouched, with one line saying so."""
+    try:
+        with engine.connect() as conn:
+            if not inspect(conn).has_table(Migration.__tablename__):
+                return
+            newest = conn.scalar(select(func.max(Migration.version)))
+    except Exception:  # unreadable here: the locked path reports it
+        return
+    if newest is not None and newest > SCHEMA_VERSION:
+        raise SchemaError(f"{redact(engine.url.render_as_string(hide_password=False))}: "
+                          f"database schema version {newest} is newer than this archbench's "
+                          f"({SCHEMA_VERSION}); upgrade archbench to use it (nothing was "
+                          "changed)")
 
 
 def _up_to_date(engine: Engine) -> bool:
