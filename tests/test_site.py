@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -84,17 +87,28 @@ def _browser():
     return sync_playwright
 
 
-def test_site_opens_in_headless_chromium_without_console_errors(populated,
-                                                                tmp_path: Path) -> None:
+@contextmanager
+def _page(problems: list[str]) -> Iterator[Any]:
+    """A headless Chromium page; console errors, page errors and failed loads go to
+    ``problems``."""
     sync_playwright = _browser()
-    index = render.build(populated, tmp_path / "site")
-    problems: list[str] = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page()
         page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: problems.append(str(e)))
         page.on("requestfailed", lambda r: problems.append(f"failed to load {r.url}"))
+        try:
+            yield page
+        finally:
+            browser.close()
+
+
+def test_site_opens_in_headless_chromium_without_console_errors(populated,
+                                                                tmp_path: Path) -> None:
+    index = render.build(populated, tmp_path / "site")
+    problems: list[str] = []
+    with _page(problems) as page:
         pages = [index, index.parent / "scaling.html", index.parent / "capability.html",
                  *sorted((index.parent / "arch").glob("*.html"))]
         for path in pages:
@@ -108,7 +122,6 @@ def test_site_opens_in_headless_chromium_without_console_errors(populated,
         assert page.locator("tbody th a").all_inner_texts() == ["transformer", "mamba"]
         assert page.locator("link[rel=stylesheet]").count() == 1
         color = page.evaluate("getComputedStyle(document.querySelector('.status-failed')).color")
-        browser.close()
     assert color == "rgb(163, 34, 43)"  # the stylesheet loaded from file://
     assert problems == []
 
@@ -143,14 +156,9 @@ def timed(db_url: str) -> db.Engine:
 
 def test_timed_figures_show_ci_marks_and_legend_in_headless_chromium(timed,
                                                                       tmp_path: Path) -> None:
-    sync_playwright = _browser()
     index = render.build(timed, tmp_path / "site")
     problems: list[str] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page()
-        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: problems.append(str(e)))
+    with _page(problems) as page:
         page.goto(index.resolve().as_uri())
         cells = {name: page.locator("tbody tr", has=page.locator("th a", has_text=name))
                  .locator("td").first for name in ("transformer", "mamba", "hyena")}
@@ -188,7 +196,6 @@ def test_timed_figures_show_ci_marks_and_legend_in_headless_chromium(timed,
         assert page.locator("tbody tr", has_text="latency_vs_ref").locator(".ci").inner_text() \
             == "[1.70–1.90]"
         assert page.locator("#marks").is_visible()
-        browser.close()
     assert problems == []
 
 
