@@ -31,26 +31,18 @@ def classify(err: BaseException) -> str:
 
 def _plain(value: Any) -> Any:
     """JSON-safe form of what a task returned: numpy and torch values become numbers and
-    lists, non-finite floats stay floats (the runner turns them into nulls with a reason),
-    anything else its ``repr``."""
+    lists (:func:`harness.values._native`), non-finite floats stay floats (the runner stores
+    them as nulls with a reason), anything else its ``repr``."""
+    from harness.values import _native
+
+    value = _native(value)
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
-    if value is None or isinstance(value, (bool, int, str)):
+    if value is None or isinstance(value, (bool, int, float, str)):
         return value
-    if isinstance(value, float):
-        return value
-    tolist = getattr(value, "tolist", None)  # numpy arrays and scalars, torch tensors
-    if callable(tolist):
-        try:
-            return _plain(tolist())
-        except Exception:  # noqa: BLE001 - fall through to repr
-            pass
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return repr(value)
+    return repr(value)
 
 
 def write_outcome(path: str, outcome: dict[str, Any]) -> None:

@@ -199,18 +199,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.spawner import Spawner
 
     # the cell server imports torch while this process loads and plans the suite
-    spawner = Spawner(tuple(str(Path(p).resolve()) for p in args.plugin), _run_id())
+    spawner = Spawner(tuple(str(Path(p).resolve()) for p in args.plugin))
     try:
         spawner.warm()
         return _run(args, url, memory_limit, spawner)
     finally:
         spawner.close()
-
-
-def _run_id() -> str:
-    import uuid
-
-    return uuid.uuid4().hex[:16]
 
 
 def _run(args: argparse.Namespace, url: str, memory_limit: int | None, spawner: Any) -> int:

@@ -2,14 +2,12 @@
 
 Achieved FLOP/s of a variant is only meaningful against what this machine can do, so the
 peak is measured here (a square matmul, timed like any other phase), never hard-coded.
-Run as ``python -m harness.peak DEVICE DTYPE THREADS`` in a fresh process; prints JSON.
+Measured inside the first cell that needs it (``Task.needs_peak``; ``harness.cell``).
 """
 
 from __future__ import annotations
 
-import json
 import statistics
-import sys
 from typing import Any
 
 SIZE = 1024  # square matmul edge: large enough to reach BLAS peak, small enough to be quick
@@ -33,8 +31,3 @@ def measure(device: str, dtype: str, threads: int, size: int = SIZE) -> dict[str
             "method": f"{size}x{size} @ {size}x{size} matmul, 2*n^3 FLOP / median of "
                       f"{len(timing.samples_s)} samples; " + timing.method,
             "n_samples": len(timing.samples_s)}
-
-
-if __name__ == "__main__":
-    device, dtype, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    print(json.dumps(measure(device, dtype, threads)))

@@ -26,7 +26,6 @@ import math
 import os
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -283,7 +282,7 @@ def run(cells: list[Cell], engine: Engine, *, suite_name: str, timeout_s: float,
     device = cells[0].device if cells else "cpu"
     hw = hardware_fingerprint(device)
     version = code_version()
-    spawner = spawner or Spawner(plugins, uuid.uuid4().hex[:16])
+    spawner = spawner or Spawner(plugins)
     run_id = spawner.run_id
     owner = run_id  # claims are held by the run; its heartbeat keeps them
     started = db.now()

@@ -179,8 +179,12 @@ class Spawner:
     """Warm cell servers for one run; use as a context manager."""
 
     def __init__(self, plugins: tuple[str, ...] = (), run_id: str = "") -> None:
-        self.plugins, self.run_id = plugins, run_id
-        self.scratch = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{run_id}-"))
+        """``run_id``: the run these cells belong to (a new one when empty); it names the
+        scratch folder, by which a dead runner's run is found (:func:`sweep_scratch`)."""
+        import uuid
+
+        self.plugins, self.run_id = plugins, run_id or uuid.uuid4().hex[:16]
+        self.scratch = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{self.run_id}-"))
         (self.scratch / "runner.pid").write_text(str(os.getpid()))
         self.servers: dict[tuple[tuple[str, str], ...], _Server] = {}
         self.lock = threading.Lock()

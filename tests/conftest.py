@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -59,11 +60,30 @@ def db_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'test.db'}"
 
 
+def unregister_plugin(path: Path, architectures: tuple[str, ...] = (),
+                      tasks: tuple[str, ...] = ()) -> None:
+    """Undo what a plugin file loaded in this process registered (the registries are per
+    process), so later tests see only what ships and may load the file again."""
+    import sys
+
+    import architectures as arch_registry
+    import tasks as task_registry
+
+    for name in architectures:
+        arch_registry.REGISTRY._entries.pop(name, None)
+    for name in tasks:
+        task_registry.REGISTRY._entries.pop(name, None)
+    for module in [m for m in sys.modules if m.startswith("archbench_plugin_")]:
+        if getattr(sys.modules[module], "__file__", None) == str(path.resolve()):
+            del sys.modules[module]
+
+
 @pytest.fixture
-def broken_plugin(tmp_path: Path) -> Path:
+def broken_plugin(tmp_path: Path) -> Iterator[Path]:
     path = tmp_path / "exploding_variant.py"
     path.write_text(textwrap.dedent(BROKEN_PLUGIN))
-    return path
+    yield path
+    unregister_plugin(path, architectures=("exploding",))
 
 
 def require(env_flag: str, reason: str) -> None:

@@ -17,7 +17,7 @@ import pytest
 from harness import db
 from harness.cli import main
 from harness.spawner import SCRATCH_PREFIX
-from tests.conftest import write_suite
+from tests.conftest import unregister_plugin, write_suite
 
 FAULT_PLUGIN = '''
 """A task that misbehaves on purpose, one way per ``mode``, and a variant whose logits are NaN."""
@@ -106,17 +106,10 @@ architectures.register(architectures.Variant(
 def fault_plugin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """One file for the module (the registry is per process, so it is loaded once), taken out
     of the registries afterwards so other tests see only what ships."""
-    import architectures
-    import tasks
-
     path = tmp_path_factory.mktemp("plugin") / "fault_plugin.py"
     path.write_text(textwrap.dedent(FAULT_PLUGIN))
     yield path
-    tasks.REGISTRY._entries.pop("fault", None)
-    architectures.REGISTRY._entries.pop("nan_mixer", None)
-    for name in [m for m in sys.modules if m.startswith("archbench_plugin_")]:
-        if getattr(sys.modules[name], "__file__", None) == str(path.resolve()):
-            del sys.modules[name]
+    unregister_plugin(path, architectures=("nan_mixer",), tasks=("fault",))
 
 
 def _run(tmp_path: Path, db_url: str, plugin: Path, task_cfgs: dict, *flags: str,
