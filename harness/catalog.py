@@ -22,7 +22,8 @@ def task_entry(name: str) -> dict[str, Any]:
 
     t = tasks.get(name)
     return {"name": name, "kind": t.kind, "version": t.version, "headline": t.headline,
-            "config": tasks.resolve_config(name), "doc": t.doc.strip(),
+            "config": tasks.resolve_config(name), "doc": t.doc.strip(), "ranked": t.ranked,
+            "unranked_reason": t.unranked_reason, "needs_causal": t.needs_causal,
             "metrics": [{"name": m.name, "unit": m.unit, "higher_is_better": m.higher_is_better,
                          "doc": m.doc} for m in t.metrics]}
 

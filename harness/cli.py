@@ -25,9 +25,11 @@ from typing import Any
 USER_ERROR_CLASSES = (("harness.suite", "SuiteError"), ("harness.configs", "ConfigError"),
                       ("harness.plugins", "PluginError"), ("harness.registry", "RegistryError"),
                       ("harness.dburl", "DbUrlError"), ("harness.outputs", "OutputError"),
-                      ("harness.db", "SchemaError"))
+                      ("harness.db", "SchemaError"), ("harness.nightly", "NightlyError"),
+                      ("harness.compare", "CompareError"))
 MAX_TIMEOUT_S = 7 * 24 * 3600.0
-NEEDS_REGISTRY = {"run", "plan"}
+NEEDS_REGISTRY = {"run", "plan", "nightly"}
+RERUN = ("changed", "none", "all")  # harness.runner.RERUN, named here without importing it
 
 
 class UsageError(ValueError):
@@ -73,6 +75,10 @@ def parser() -> argparse.ArgumentParser:
     rn.add_argument("--allow-failures", action="store_true",
                     help="exit 0 even when some cells failed, timed out, ran out of memory, "
                     "diverged or were killed (default: exit 1)")
+    rn.add_argument("--rerun", choices=RERUN, default="changed",
+                    help="changed (default): measure cells whose variant's or task's source "
+                    "changed and cells never measured; none: skip any setting measured by any "
+                    "code version; all: measure every cell again")
     rn.add_argument("--memory-limit", metavar="SIZE",
                     help="address-space cap of each CPU cell, e.g. 4GiB or 512MiB (default: "
                     "the suite's memory_limit, else 80%% of RAM over --jobs)")
@@ -84,6 +90,11 @@ def parser() -> argparse.ArgumentParser:
     pl.add_argument("--threads", type=int, help="override the suite's thread count")
     pl.add_argument("--jobs", type=int, default=1, metavar="N",
                     help="accuracy cells run N at a time (divides their share of the ETA)")
+    pl.add_argument("--rerun", choices=RERUN, default="changed",
+                    help="what a run would measure again (as for run)")
+
+    dbp = sub.add_parser("db", help="database schema: status, or upgrade with the migrations")
+    dbp.add_argument("action", choices=["upgrade", "status"])
 
     st = sub.add_parser("site", help="render the static leaderboard")
     st.add_argument("--out", default="site-out", help="output folder (wiped first)")
@@ -106,6 +117,19 @@ def parser() -> argparse.ArgumentParser:
     mg.add_argument("--into", required=True, metavar="DST",
                     help="destination database URL or path")
 
+    nt = sub.add_parser("nightly", help="run the nightly suites, detect regressions against "
+                        "history, write a report and publish the site (exit 0 clean, 1 "
+                        "confirmed regression, 2 error)")
+    nt.add_argument("--config", required=True, metavar="FILE.yaml",
+                    help="nightly config (see examples/nightly/nightly.yaml)")
+
+    cp = sub.add_parser("compare", help="compare two runs, code versions or databases")
+    cp.add_argument("a", metavar="A", help="run id, code version (git:...) or database")
+    cp.add_argument("b", metavar="B", help="run id, code version (git:...) or database")
+    cp.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    cp.add_argument("--task", action="append", help="only this task (repeatable)")
+    cp.add_argument("--metric", action="append", help="only this metric (repeatable)")
+
     sub.add_parser("doctor", help="what meters, devices, threads and database this machine has")
     return p
 
@@ -117,7 +141,7 @@ def _interrupt(signum: int, frame: Any) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     previous = signal.getsignal(signal.SIGTERM)
-    if args.command == "run":
+    if args.command in ("run", "nightly"):
         signal.signal(signal.SIGTERM, _interrupt)
     try:
         if args.command in NEEDS_REGISTRY or getattr(args, "what", "") in ("architectures",
@@ -138,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"archbench: error: {text}", file=sys.stderr)
         return 2
     finally:
-        if args.command == "run":
+        if args.command in ("run", "nightly"):
             signal.signal(signal.SIGTERM, previous)
 
 
@@ -228,7 +252,8 @@ def _run(args: argparse.Namespace, url: str, memory_limit: int | None, spawner: 
             cells, engine, suite_name=s.name, timeout_s=args.timeout or s.timeout_s,
             plugins=tuple(str(Path(p).resolve()) for p in args.plugin), headlines=headlines,
             on_plan=progress.plan, on_start=progress.start, on_done=progress.done,
-            jobs=args.jobs, memory_limit=memory_limit, spawner=spawner,
+            jobs=args.jobs, memory_limit=memory_limit, spawner=spawner, rerun=args.rerun,
+            config=suite.as_record(s),
         )
     from harness import derive
 
@@ -265,17 +290,18 @@ def cmd_plan(args: argparse.Namespace) -> int:
     existing = not url.startswith("sqlite:///") or Path(url.removeprefix("sqlite:///")).is_file()
     engine = db.connect(url) if existing else None  # a plan never creates a database
     history = db.wall_times(engine) if engine is not None else {}
-    done: set[str] = set()
-    if engine is not None and cells:  # what `run` would skip: same hardware and code version
+    todo = cells
+    if engine is not None and cells:  # what `run` would measure with this --rerun
         from harness.hardware import fingerprint
-        from harness.provenance import code_version
+        from harness.runner import pending_cells
 
-        done = db.done_cells(engine, fingerprint(cells[0].device).fingerprint, code_version())
-    todo = [c for c in cells if c.cell_id not in done]
+        todo = pending_cells(engine, cells, fingerprint(cells[0].device).fingerprint,
+                             args.rerun)
+    waiting = {c.cell_id for c in todo}
     import tasks
 
     for c in cells:
-        mark = "done" if c.cell_id in done else "todo"
+        mark = "todo" if c.cell_id in waiting else "done"
         print(f"{mark}  {c.cell_id}  {c.arch:<18} {c.task:<18} seed {c.seed}")
     for line in plan.warnings(cells):
         print(f"warning: {line}")
@@ -329,6 +355,49 @@ def cmd_merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_db(args: argparse.Namespace) -> int:
+    from harness import db, dburl
+
+    url = db_url(args)
+    if args.action == "status":
+        db.connect(url)  # raises the one-line SchemaError for an older or newer database
+        print(f"{dburl.redact(url)}: schema {db.SCHEMA_VERSION} (current)")
+        return 0
+    before, after = db.upgrade(url)
+    if before is None:
+        print(f"{dburl.redact(url)}: created at schema {after}")
+    elif before == after:
+        print(f"{dburl.redact(url)}: schema {after}, already current")
+    else:
+        print(f"{dburl.redact(url)}: upgraded from schema {before} to {after}")
+    return 0
+
+
+def cmd_nightly(args: argparse.Namespace) -> int:
+    from harness import nightly
+
+    cfg = nightly.load_config(args.config)  # a bad config: one line, exit 2, before any work
+    url = db_url(args)
+    report = nightly.run_nightly(cfg, url, tuple(str(Path(p).resolve()) for p in args.plugin))
+    for change in report.changes:
+        print(f"{change['change']}{'' if change['confirmed'] else ' (unconfirmed)'}: "
+              f"{change['arch']} x {change['task']} {change['metric']} "
+              f"{(change['rel_change'] or 0) * 100:+.1f}% (p={change['p_value']:.2g})")
+    for error in report.errors:
+        print(f"archbench: nightly error: {error}", file=sys.stderr)
+    return report.exit_code
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from harness import compare
+
+    url = db_url(args)
+    table = compare.compare(url, args.a, args.b, tasks=args.task, metrics=args.metric)
+    print(json.dumps(table, indent=2, sort_keys=True, default=str) if args.json
+          else compare.render(table))
+    return 0
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from harness import doctor
 
@@ -341,7 +410,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"list": cmd_list, "run": cmd_run, "plan": cmd_plan, "site": cmd_site,
-            "export": cmd_export, "merge": cmd_merge, "doctor": cmd_doctor}
+            "export": cmd_export, "merge": cmd_merge, "db": cmd_db, "nightly": cmd_nightly,
+            "compare": cmd_compare, "doctor": cmd_doctor}
 
 if __name__ == "__main__":
     os.environ.setdefault("PYTHONUNBUFFERED", "1")

@@ -56,13 +56,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
-from sqlalchemy.schema import CreateIndex
 
 from harness.values import INT_RANGE, MAX_PATHS, TRUNCATION_MARK, sanitize  # noqa: F401
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # the alembic head is harness/migrations/versions/0003_*
 DEFAULT_DB = Path("results") / "archbench.db"
 DONE_STATUSES = ("ok", "unavailable", "unsupported")  # finished measurements; not re-run
 RUN_STATUSES = ("running", "finished", "interrupted", "abandoned", "failed")
@@ -103,6 +102,11 @@ class Run(Base):
     status: Mapped[str] = mapped_column(String(20), default="running")  # one of RUN_STATUSES
     n_cells: Mapped[int] = mapped_column(Integer, default=0)
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # since v2
+    # since v3: "run" | "nightly" | "confirm"; the suite as planned; what was re-measured
+    kind: Mapped[str | None] = mapped_column(String(20))
+    config: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    rerun: Mapped[str | None] = mapped_column(String(10))
+    nightly_id: Mapped[str | None] = mapped_column(String(32), index=True)
 
 
 class CellClaim(Base):
@@ -111,7 +115,6 @@ class CellClaim(Base):
     __tablename__ = "cell_claims"
     cell_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     hardware_fingerprint: Mapped[str] = mapped_column(String(32), primary_key=True)
-    code_version: Mapped[str] = mapped_column(String(80), primary_key=True)
     owner: Mapped[str] = mapped_column(String(32), index=True)
     claimed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
@@ -157,14 +160,21 @@ class Result(Base):
     volatile: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     wall_s: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    # since v3: the setting across versions and seeds (harness.ids), and the source digests
+    setting_id: Mapped[str | None] = mapped_column(String(32))
+    arch_digest: Mapped[str | None] = mapped_column(String(16))
+    task_digest: Mapped[str | None] = mapped_column(String(16))
 
 
-# A finished measurement (per metric) exists once per cell, hardware and code version; failed
-# rows may repeat, since failed cells are retried.
+# A finished measurement (per metric) exists once per cell, hardware and run; failed rows may
+# repeat, since failed cells are retried. Another run may measure the cell again (--rerun all,
+# nightly runs).
 _done = Result.status.in_(DONE_STATUSES)
 DONE_INDEX = Index("ux_results_done", Result.cell_id, Result.hardware_fingerprint,
-                   Result.code_version, Result.metric, unique=True,
+                   Result.run_id, Result.metric, unique=True,
                    sqlite_where=_done, postgresql_where=_done)
+SERIES_INDEX = Index("ix_results_series", Result.hardware_fingerprint, Result.setting_id,
+                     Result.metric)
 
 
 class Derived(Base):
@@ -203,6 +213,94 @@ class Peak(Base):
     measured_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
 
 
+class VariantRow(Base):
+    """A variant as it was when measured (one row per name and source digest): what the site
+    and exports show of it, whatever code is installed when they are made."""
+
+    __tablename__ = "variants"
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(16), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    family: Mapped[str] = mapped_column(String(100))
+    causal: Mapped[bool] = mapped_column(Boolean)
+    papers: Mapped[list[Any]] = mapped_column(JSON)
+    config_keys: Mapped[list[Any]] = mapped_column(JSON)
+    doc: Mapped[str] = mapped_column(Text)
+    first_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+
+
+class TaskRow(Base):
+    """A task as it was when measured (one row per name and source digest)."""
+
+    __tablename__ = "tasks"
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(16), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(20))
+    headline: Mapped[str] = mapped_column(String(100))
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)  # defaults
+    ranked: Mapped[bool] = mapped_column(Boolean)
+    unranked_reason: Mapped[str] = mapped_column(Text)
+    needs_causal: Mapped[bool] = mapped_column(Boolean)
+    doc: Mapped[str] = mapped_column(Text)
+    first_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+
+
+class MetricSpecRow(Base):
+    """A metric a task version declares: unit, direction and meaning."""
+
+    __tablename__ = "metric_specs"
+    task: Mapped[str] = mapped_column(String(100), primary_key=True)
+    task_digest: Mapped[str] = mapped_column(String(16), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    unit: Mapped[str] = mapped_column(String(40))
+    higher_is_better: Mapped[bool | None] = mapped_column(Boolean)
+    doc: Mapped[str] = mapped_column(Text)
+
+
+class Nightly(Base):
+    """One ``archbench nightly``: its runs carry its id; its report is kept here too."""
+
+    __tablename__ = "nightlies"
+    nightly_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    hardware_fingerprint: Mapped[str] = mapped_column(String(32))
+    code_version: Mapped[str] = mapped_column(String(80))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    status: Mapped[str] = mapped_column(String(20), default="running")
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    config: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    report: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class ChangePoint(Base):
+    """A change of one series (machine, setting, metric) found by regression detection;
+    confirmed ones start the series' history afresh."""
+
+    __tablename__ = "change_points"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    hardware_fingerprint: Mapped[str] = mapped_column(String(32))
+    setting_id: Mapped[str] = mapped_column(String(32))
+    metric: Mapped[str] = mapped_column(String(100))
+    arch: Mapped[str] = mapped_column(String(100))
+    task: Mapped[str] = mapped_column(String(100))
+    run_id: Mapped[str] = mapped_column(String(32))  # the run where the change showed
+    confirm_run_id: Mapped[str | None] = mapped_column(String(32))
+    nightly_id: Mapped[str | None] = mapped_column(String(32))
+    change: Mapped[str] = mapped_column(String(20))  # regression | improvement | changed
+    confirmed: Mapped[bool] = mapped_column(Boolean)
+    rel_change: Mapped[float | None] = mapped_column(Float)
+    p_value: Mapped[float | None] = mapped_column(Float)
+    threshold: Mapped[float | None] = mapped_column(Float)
+    confidence: Mapped[str] = mapped_column(String(10))
+    method: Mapped[str] = mapped_column(Text)
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    detected_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+
+
+CHANGE_INDEX = Index("ix_change_points_series", ChangePoint.hardware_fingerprint,
+                     ChangePoint.setting_id, ChangePoint.metric)
+
 PROVENANCE_COLUMNS = [c.name for c in Result.__table__.columns if c.name not in
                       ("samples", "summary", "volatile")]
 
@@ -226,57 +324,141 @@ def resolve_url(url: str | None = None) -> str:
     return url
 
 
-def connect(url: str | None = None) -> Engine:
-    """Engine with the schema created or brought up to date and its migration recorded.
-
-    Safe when several processes connect to one fresh database at once: the DDL runs under
-    PostgreSQL's advisory lock or SQLite's write lock, and every insert is insert-if-absent."""
-    engine = _engine(resolve_url(url))
-    _refuse_newer(engine)
-    if _up_to_date(engine):  # the usual case: no lock, no write (read-only files work)
-        return engine
-    with _writing(engine) as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
-        Base.metadata.create_all(conn)
-        _upgrade(conn)
-        conn.execute(_insert(conn, Migration).values(version=SCHEMA_VERSION, applied_at=now())
-                     .on_conflict_do_nothing())
-    return engine
+REVISIONS = ("0001", "0002", "0003")  # alembic revisions, oldest first; schema N is REVISIONS[N-1]
+HEAD = REVISIONS[SCHEMA_VERSION - 1]
+MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 class SchemaError(ValueError):
     """A database this code cannot use as it is; the message is one line."""
 
 
-def _refuse_newer(engine: Engine) -> None:
-    """A database written by a newer archbench is left untouched, with one line saying so."""
-    try:
-        with engine.connect() as conn:
-            if not inspect(conn).has_table(Migration.__tablename__):
-                return
-            newest = conn.scalar(select(func.max(Migration.version)))
-    except Exception:  # unreadable here: the locked path reports it
-        return
-    if newest is not None and newest > SCHEMA_VERSION:
-        raise SchemaError(f"{redact(engine.url.render_as_string(hide_password=False))}: "
-                          f"database schema version {newest} is newer than this archbench's "
-                          f"({SCHEMA_VERSION}); upgrade archbench to use it (nothing was "
-                          "changed)")
+def connect(url: str | None = None) -> Engine:
+    """Engine on a database at this code's schema; an empty one is created at it.
+
+    A database at an older schema raises :class:`SchemaError` asking for ``archbench db
+    upgrade`` (nothing is changed), as does one newer than this code. Safe when several
+    processes create one fresh database at once: the DDL runs under PostgreSQL's advisory
+    lock or SQLite's write lock, and the state is checked again under it."""
+    engine = _engine(resolve_url(url))
+    if _state(engine) == "current":  # the usual case: no lock, no write (read-only files work)
+        return engine
+    with _writing(engine) as conn:
+        _schema_lock(conn)
+        if _state(conn) == "empty":
+            _create(conn)
+    return engine
 
 
-def _up_to_date(engine: Engine) -> bool:
-    """This schema version is recorded (its DDL committed with it) and the index exists."""
-    try:
-        with engine.connect() as conn:
-            found = inspect(conn)
-            if not found.has_table(Migration.__tablename__):
-                return False
-            recorded = conn.scalar(select(Migration.version)
-                                   .where(Migration.version == SCHEMA_VERSION))
-            return recorded is not None and found.has_index("results", DONE_INDEX.name)
-    except Exception:  # anything odd: the locked path below sorts it out or says why
-        return False
+def upgrade(url: str | None = None) -> tuple[int | None, int]:
+    """Bring a database to this code's schema with the alembic migrations (an empty one is
+    created at it); returns (schema before or None if empty, schema after). One transaction
+    under the schema lock: a failed migration leaves the database as it was (PostgreSQL, and
+    SQLite, whose DDL is transactional too)."""
+    engine = _engine(resolve_url(url))
+    with _writing(engine) as conn:
+        _schema_lock(conn)
+        found = _inspect_version(conn)
+        if found == "empty":
+            _create(conn)
+            return None, SCHEMA_VERSION
+        if found > SCHEMA_VERSION:
+            raise _newer(conn, found)
+        if found == SCHEMA_VERSION and _stamped(conn):
+            return found, found
+        from alembic import command  # only here: connecting never imports alembic
+
+        cfg = _alembic_config(conn)
+        if not _stamped(conn):  # written before alembic: its schema_migrations says where
+            command.stamp(cfg, REVISIONS[found - 1])
+        command.upgrade(cfg, "head")
+        _record(conn)
+    log.info("database upgraded from schema %s to %s", found, SCHEMA_VERSION)
+    return found, SCHEMA_VERSION
+
+
+def _alembic_config(conn: Connection) -> Any:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["connection"] = conn
+    return cfg
+
+
+def _schema_lock(conn: Connection) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
+
+
+def _create(conn: Connection) -> None:
+    """An empty database: every table at the head schema, stamped as such."""
+    Base.metadata.create_all(conn)
+    conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS alembic_version (version_num "
+                         "VARCHAR(32) NOT NULL, CONSTRAINT alembic_version_pkc PRIMARY KEY "
+                         "(version_num))")
+    conn.exec_driver_sql("DELETE FROM alembic_version")
+    conn.execute(text("INSERT INTO alembic_version (version_num) VALUES (:v)"), {"v": HEAD})
+    _record(conn)
+
+
+def _record(conn: Connection) -> None:
+    """schema_migrations keeps the number too: archbench before alembic reads it to refuse a
+    newer database."""
+    conn.execute(_insert(conn, Migration).values(version=SCHEMA_VERSION, applied_at=now())
+                 .on_conflict_do_nothing())
+
+
+def _stamped(conn: Connection) -> bool:
+    return inspect(conn).has_table("alembic_version")
+
+
+def _inspect_version(conn: Connection) -> int | str:
+    """The schema number of a database, or "empty"; a revision this code does not know counts
+    as newer than it."""
+    found = inspect(conn)
+    if not found.has_table(Result.__tablename__):  # whatever else is there, ours is not
+        return "empty"
+    legacy = None
+    if found.has_table(Migration.__tablename__):
+        legacy = conn.scalar(select(func.max(Migration.version)))
+    if found.has_table("alembic_version"):
+        rev = conn.scalar(text("SELECT version_num FROM alembic_version"))
+        if rev in REVISIONS:
+            return max(REVISIONS.index(rev) + 1, legacy or 0)
+        if rev is not None:
+            return max(SCHEMA_VERSION + 1, legacy or 0)
+    return legacy if legacy is not None else 1
+
+
+def _newer(conn: Connection, found: int) -> SchemaError:
+    return SchemaError(f"{redact(conn.engine.url.render_as_string(hide_password=False))}: "
+                       f"database schema version {found} is newer than this archbench's "
+                       f"({SCHEMA_VERSION}); upgrade archbench to use it (nothing was changed)")
+
+
+def _state(engine_or_conn: Engine | Connection) -> str:
+    """"current" or "empty"; raises SchemaError for a newer or older database."""
+    if isinstance(engine_or_conn, Engine):
+        try:
+            with engine_or_conn.connect() as conn:
+                return _state(conn)
+        except SchemaError:
+            raise
+        except Exception:  # unreadable here: the locked path reports it
+            return "empty"
+    conn = engine_or_conn
+    found = _inspect_version(conn)
+    if found == "empty":
+        return "empty"
+    if found > SCHEMA_VERSION:
+        raise _newer(conn, found)
+    if found < SCHEMA_VERSION or not _stamped(conn):
+        where = redact(conn.engine.url.render_as_string(hide_password=False))
+        raise SchemaError(f"{where}: database schema version {found} is older than this "
+                          f"archbench's ({SCHEMA_VERSION}); run `archbench --db {where} db "
+                          "upgrade` (back the database up first; nothing was changed)")
+    return "current"
 
 
 def _engine(url: str) -> Engine:
@@ -340,29 +522,6 @@ def _insert(conn: Connection, model: type[Base]) -> Any:
     return dialect.insert(model.__table__)
 
 
-def _upgrade(conn: Connection) -> None:
-    """Bring a schema-1 database to schema 2, idempotently, under the schema lock.
-
-    Minimal on purpose (proper alembic migrations come later): create_all has already added
-    ``cell_claims``; this adds ``runs.heartbeat_at`` and the unique index on finished
-    results. A database that already holds a finished result twice keeps all its rows and
-    goes without the index (with a warning on each connect) rather than failing."""
-    found = inspect(conn)
-    if "heartbeat_at" not in {c["name"] for c in found.get_columns("runs")}:
-        kind = DateTime(timezone=True).compile(dialect=conn.dialect)
-        conn.exec_driver_sql(f"ALTER TABLE runs ADD COLUMN heartbeat_at {kind}")
-    if found.has_index("results", DONE_INDEX.name):
-        return
-    try:
-        with conn.begin_nested():
-            conn.execute(CreateIndex(DONE_INDEX, if_not_exists=True))
-    except IntegrityError:
-        log.warning("this database holds some finished results more than once (from runners "
-                    "before schema %d); they are all kept, but the unique index %s that "
-                    "prevents new duplicates is not created until they are resolved",
-                    SCHEMA_VERSION, DONE_INDEX.name)
-
-
 def redact(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
@@ -408,15 +567,14 @@ def _sanitized(model: type[Base], row: Mapping[str, Any], what: str) -> dict[str
 # --- claims ----------------------------------------------------------------------------------
 
 
-def _key(cell_id: str, fingerprint: str, version: str, **more: str) -> dict[str, Any]:
+def _key(cell_id: str, fingerprint: str, **more: str) -> dict[str, Any]:
     """A claim's key columns, sanitized as rows are (so long values match their rows)."""
     return _sanitized(CellClaim, {"cell_id": cell_id, "hardware_fingerprint": fingerprint,
-                                  "code_version": version, **more}, "claim")
+                                  **more}, "claim")
 
 
 def _where(table: Any, key: dict[str, Any]) -> Any:
-    return and_(*(table.c[name] == key[name]
-                  for name in ("cell_id", "hardware_fingerprint", "code_version")))
+    return and_(*(table.c[name] == key[name] for name in ("cell_id", "hardware_fingerprint")))
 
 
 def _lease(lease_s: float) -> timedelta:
@@ -425,15 +583,17 @@ def _lease(lease_s: float) -> timedelta:
     return timedelta(seconds=lease_s)
 
 
-def claim(engine: Engine, cell_id: str, fingerprint: str, version: str, owner: str,
-          lease_s: float, *, skip_failed_since: datetime | None = None) -> bool:
+def claim(engine: Engine, cell_id: str, fingerprint: str, owner: str, lease_s: float, *,
+          done_since: datetime | None = None,
+          skip_failed_since: datetime | None = None) -> bool:
     """Claim a cell for ``owner`` (its run id) for ``lease_s`` seconds; True if it may measure.
 
-    False when the cell already has a finished result (status in ``DONE_STATUSES``) for this
-    fingerprint and code version, or another owner holds an unexpired claim on it; an expired
-    claim is taken over, and ``owner``'s own claim is renewed. With ``skip_failed_since`` (an
-    aware UTC datetime, e.g. the run's start), also False when the cell has an unfinished
-    result (failed, timeout, ...) stored since then: another runner just tried it.
+    False when the cell already has a finished result (status in ``DONE_STATUSES``) on this
+    machine (with ``done_since``, one stored since then: a run that re-measures everything
+    passes its start), or another owner holds an unexpired claim on it; an expired claim is
+    taken over, and ``owner``'s own claim is renewed. With ``skip_failed_since`` (an aware UTC
+    datetime, e.g. the run's start), also False when the cell has an unfinished result
+    (failed, timeout, ...) stored since then: another runner just tried it.
 
     Atomic on both backends: the claim row is written first (INSERT ... ON CONFLICT DO UPDATE
     WHERE expired or ours), then the results are checked in the same transaction, which under
@@ -441,13 +601,13 @@ def claim(engine: Engine, cell_id: str, fingerprint: str, version: str, owner: s
     could have released the claim before us."""
     lease = _lease(lease_s)
     t = now()
-    key = _key(cell_id, fingerprint, version, owner=owner)
+    key = _key(cell_id, fingerprint, owner=owner)
     c = _claims.c
     with _writing(engine) as conn:
         stmt = _insert(conn, CellClaim).values(**key, claimed_at=t, heartbeat_at=t,
                                                expires_at=t + lease)
         stmt = stmt.on_conflict_do_update(
-            index_elements=[c.cell_id, c.hardware_fingerprint, c.code_version],
+            index_elements=[c.cell_id, c.hardware_fingerprint],
             set_={"owner": stmt.excluded.owner,
                   "claimed_at": case((c.owner == key["owner"], c.claimed_at),
                                      else_=stmt.excluded.claimed_at),
@@ -457,7 +617,10 @@ def claim(engine: Engine, cell_id: str, fingerprint: str, version: str, owner: s
         ).returning(c.owner)
         if conn.execute(stmt).first() is None:
             return False  # another owner's live claim
-        refuse = [_results.c.status.in_(DONE_STATUSES)]
+        finished = _results.c.status.in_(DONE_STATUSES)
+        if done_since is not None:
+            finished = and_(finished, _results.c.created_at >= done_since)
+        refuse = [finished]
         if skip_failed_since is not None:
             refuse.append(_results.c.created_at >= skip_failed_since)
         taken = select(literal(1)).where(_where(_results, key), or_(*refuse)).limit(1)
@@ -467,12 +630,12 @@ def claim(engine: Engine, cell_id: str, fingerprint: str, version: str, owner: s
     return True
 
 
-def release(engine: Engine, cell_id: str, fingerprint: str, version: str, owner: str) -> bool:
+def release(engine: Engine, cell_id: str, fingerprint: str, owner: str) -> bool:
     """Drop ``owner``'s claim on a cell (e.g. a cell it decided not to run); False if it held
     none (never claimed, or taken over after it expired)."""
     with _writing(engine) as conn:
         gone = conn.execute(delete(_claims).where(
-            _where(_claims, _key(cell_id, fingerprint, version)), _claims.c.owner == owner))
+            _where(_claims, _key(cell_id, fingerprint)), _claims.c.owner == owner))
     return gone.rowcount > 0
 
 
@@ -550,10 +713,13 @@ def ensure_hardware(engine: Engine, fingerprint: str, stable: dict[str, Any]) ->
 
 
 def start_run(engine: Engine, run_id: str, suite: str, code_version: str, fingerprint: str,
-              n_cells: int) -> None:
+              n_cells: int, *, kind: str = "run", config: dict[str, Any] | None = None,
+              rerun: str | None = None, nightly_id: str | None = None) -> None:
     t = now()
     row = _sanitized(Run, {"run_id": run_id, "suite": suite, "code_version": code_version,
-                           "hardware_fingerprint": fingerprint, "n_cells": n_cells}, "run")
+                           "hardware_fingerprint": fingerprint, "n_cells": n_cells,
+                           "kind": kind, "config": config, "rerun": rerun,
+                           "nightly_id": nightly_id}, "run")
     with _writing(engine) as conn:
         conn.execute(insert(_runs).values(**row, started_at=t, heartbeat_at=t,
                                           status="running"))
@@ -576,55 +742,72 @@ def runs(engine: Engine) -> list[dict[str, Any]]:
                 for row in s.scalars(select(Run).order_by(Run.started_at, Run.run_id))]
 
 
-def done_cells(engine: Engine, fingerprint: str, code_version: str) -> set[str]:
-    """Cells with a finished measurement for this hardware and code version."""
+def done_cells(engine: Engine, fingerprint: str) -> set[str]:
+    """Cells with a finished measurement on this machine (the cell id carries the variant's
+    and task's source digests, so a changed variant's cells are not among them)."""
     stmt = select(Result.cell_id).where(
-        Result.hardware_fingerprint == fingerprint, Result.code_version == code_version,
-        Result.status.in_(DONE_STATUSES),
+        Result.hardware_fingerprint == fingerprint, Result.status.in_(DONE_STATUSES),
     ).distinct()
     with Session(engine) as s:
         return set(s.scalars(stmt))
 
 
+def done_settings(engine: Engine, fingerprint: str) -> set[tuple[str, int]]:
+    """(setting id, seed) pairs with a finished measurement on this machine, by any version of
+    the code: what ``--rerun none`` leaves alone."""
+    stmt = select(Result.setting_id, Result.seed).where(
+        Result.hardware_fingerprint == fingerprint, Result.status.in_(DONE_STATUSES),
+        Result.setting_id.is_not(None)).distinct()
+    with Session(engine) as s:
+        return {(sid, int(seed)) for sid, seed in s.execute(stmt)}
+
+
 def store(engine: Engine, rows: Iterable[dict[str, Any]],
-          claim: tuple[str, str, str, str] | None = None) -> int:
+          claim: tuple[str, str, str] | None = None) -> int:
     """Insert one cell's rows in a single transaction (all or nothing); returns rows written.
 
     Rows are made portable first (:func:`sanitize_result`); an integer out of range raises
-    ``ValueError`` before anything is written. With ``claim=(cell_id, fingerprint, version,
-    owner)`` the rows are written, and the claim dropped, only if ``owner`` still holds that
+    ``ValueError`` before anything is written. With ``claim=(cell_id, fingerprint, owner)``
+    the rows are written, and the claim dropped, only if ``owner`` still holds that
     claim (then every row must belong to that cell); otherwise nothing is written and 0 is
     returned. If the cell already has a finished result (the unique index refuses a second
-    copy), nothing is written, the claim is dropped and 0 is returned."""
+    copy for the same run), nothing is written, the claim is dropped and 0 is returned."""
     rows = [sanitize_result(row) for row in rows]
     if claim is not None:
-        cell_id, fingerprint, version, owner = claim
-        key = _key(cell_id, fingerprint, version, owner=owner)
+        cell_id, fingerprint, owner = claim
+        key = _key(cell_id, fingerprint, owner=owner)
         for row in rows:
-            if any(row.get(k) != key[k] for k in ("cell_id", "hardware_fingerprint",
-                                                   "code_version")):
+            if any(row.get(k) != key[k] for k in ("cell_id", "hardware_fingerprint")):
                 raise ValueError(f"store(claim=...): a row for cell {row.get('cell_id')!r} "
                                  f"does not belong to the claimed cell {cell_id!r}")
     try:
         with _writing(engine) as conn:
             if claim is not None:
                 where = _where(_claims, key)
-                held = conn.execute(select(_claims.c.owner).where(where)
-                                    .with_for_update()).scalar_one_or_none()
-                if held != key["owner"]:
+                held = conn.execute(select(_claims.c.owner, _claims.c.claimed_at).where(where)
+                                    .with_for_update()).first()
+                if held is None or held.owner != key["owner"]:
                     log.warning("cell %s: the claim of %s was taken over (held by %s); its "
-                                "result is not stored", cell_id, owner, held)
+                                "result is not stored", cell_id, owner,
+                                held.owner if held else None)
                     return 0
                 conn.execute(delete(_claims).where(where))
+                meanwhile = select(literal(1)).where(
+                    _where(_results, key), _results.c.status.in_(DONE_STATUSES),
+                    _results.c.created_at >= held.claimed_at).limit(1)
+                if conn.execute(meanwhile).first() is not None:  # a runner ignoring claims
+                    log.warning("cell %s was finished by another runner while %s measured "
+                                "it; the second copy is not stored", cell_id, owner)
+                    return 0
             for row in rows:  # one by one: rows of one cell need not share their keys
                 conn.execute(insert(_results), row)
     except IntegrityError:
         if not _already_done(engine, rows):
             raise
-        log.warning("cell %s already has a finished result for this hardware and code "
-                    "version; the second copy is not stored", rows[0].get("cell_id"))
+        log.warning("cell %s already has a finished result for this hardware and run; the "
+                    "second copy is not stored", rows[0].get("cell_id"))
         if claim is not None:
-            release(engine, cell_id, fingerprint, version, owner)
+            release(engine, cell_id, fingerprint, owner)
         return 0
     return len(rows)
 
@@ -638,7 +821,7 @@ def _already_done(engine: Engine, rows: list[dict[str, Any]]) -> bool:
             hit = conn.execute(select(literal(1)).where(
                 r.cell_id == row.get("cell_id"),
                 r.hardware_fingerprint == row.get("hardware_fingerprint"),
-                r.code_version == row.get("code_version"), r.metric == row.get("metric"),
+                r.run_id == row.get("run_id"), r.metric == row.get("metric"),
                 r.status.in_(DONE_STATUSES)).limit(1)).first()
             if hit is not None:
                 return True
@@ -719,3 +902,134 @@ def store_peak(engine: Engine, fingerprint: str, device: str, dtype: str, thread
         conn.execute(stmt.on_conflict_do_update(
             index_elements=list(keys),
             set_={k: stmt.excluded[k] for k in row if k not in keys}))
+
+
+# --- what was measured: variants, tasks, metric specs ----------------------------------------
+
+
+def store_catalog(engine: Engine, variants: Iterable[dict[str, Any]],
+                  tasks: Iterable[dict[str, Any]]) -> None:
+    """Record variants and tasks (``harness.catalog`` entries with a ``digest``) as they are
+    now, once per (name, digest); a task's ``metrics`` go to metric_specs."""
+    t = now()
+    with _writing(engine) as conn:
+        for v in variants:
+            row = _sanitized(VariantRow, {k: v.get(k) for k in VariantRow.__table__.c.keys()
+                                          if k != "first_seen"}, "variant")
+            conn.execute(_insert(conn, VariantRow).values(**row, first_seen=t)
+                         .on_conflict_do_nothing())
+        for task in tasks:
+            row = _sanitized(TaskRow, {k: task.get(k) for k in TaskRow.__table__.c.keys()
+                                       if k != "first_seen"}, "task")
+            conn.execute(_insert(conn, TaskRow).values(**row, first_seen=t)
+                         .on_conflict_do_nothing())
+            for m in task.get("metrics", ()):
+                spec = _sanitized(MetricSpecRow, {"task": task["name"],
+                                                  "task_digest": task["digest"], **m},
+                                  "metric spec")
+                conn.execute(_insert(conn, MetricSpecRow).values(**spec)
+                             .on_conflict_do_nothing())
+
+
+def catalog(engine: Engine) -> dict[str, dict[str, dict[str, Any]]]:
+    """The newest stored entry per variant and per task (tasks with their ``metrics``), as
+    {"architectures": {name: entry}, "tasks": {name: entry}}: what the site shows."""
+    out: dict[str, dict[str, dict[str, Any]]] = {"architectures": {}, "tasks": {}}
+    with engine.connect() as conn:
+        for kind, table in (("architectures", VariantRow.__table__),
+                            ("tasks", TaskRow.__table__)):
+            for row in conn.execute(select(table).order_by(table.c.first_seen)).mappings():
+                out[kind][row["name"]] = dict(row)  # newest last wins
+        specs = MetricSpecRow.__table__
+        for row in conn.execute(select(specs)).mappings():
+            entry = out["tasks"].get(row["task"])
+            if entry is not None and entry["digest"] == row["task_digest"]:
+                entry.setdefault("metrics", []).append(
+                    {k: row[k] for k in ("name", "unit", "higher_is_better", "doc")})
+    for entry in out["tasks"].values():
+        entry.setdefault("metrics", [])
+    return out
+
+
+# --- nightly runs and change points ----------------------------------------------------------
+
+
+def start_nightly(engine: Engine, nightly_id: str, fingerprint: str, code_version: str,
+                  config: dict[str, Any]) -> None:
+    row = _sanitized(Nightly, {"nightly_id": nightly_id, "hardware_fingerprint": fingerprint,
+                               "code_version": code_version, "config": config}, "nightly")
+    with _writing(engine) as conn:
+        conn.execute(insert(Nightly.__table__).values(**row, started_at=now(),
+                                                      status="running"))
+
+
+def finish_nightly(engine: Engine, nightly_id: str, status: str, exit_code: int,
+                   report: dict[str, Any] | None) -> None:
+    row = _sanitized(Nightly, {"report": report}, "nightly report")
+    with _writing(engine) as conn:
+        conn.execute(update(Nightly.__table__)
+                     .where(Nightly.__table__.c.nightly_id == nightly_id)
+                     .values(status=status, exit_code=exit_code, finished_at=now(), **row))
+
+
+def nightlies(engine: Engine) -> list[dict[str, Any]]:
+    t = Nightly.__table__
+    with engine.connect() as conn:
+        return [dict(r) for r in conn.execute(select(t).order_by(t.c.started_at)).mappings()]
+
+
+def store_change_point(engine: Engine, row: dict[str, Any]) -> None:
+    row = _sanitized(ChangePoint, row, "change point")
+    with _writing(engine) as conn:
+        conn.execute(insert(ChangePoint.__table__).values(**row, detected_at=now()))
+
+
+def change_points(engine: Engine, confirmed: bool | None = None) -> list[dict[str, Any]]:
+    t = ChangePoint.__table__
+    stmt = select(t).order_by(t.c.id)
+    if confirmed is not None:
+        stmt = stmt.where(t.c.confirmed.is_(confirmed))
+    with engine.connect() as conn:
+        return [dict(r) for r in conn.execute(stmt).mappings()]
+
+
+SERIES_COLUMNS = ("id", "run_id", "cell_id", "hardware_fingerprint", "setting_id", "arch",
+                  "task", "metric", "unit", "value", "higher_is_better", "samples", "seed",
+                  "n_samples", "status", "spread_kind", "created_at", "code_version")
+
+
+def run_rows(engine: Engine, run_ids: Iterable[str]) -> list[dict[str, Any]]:
+    """Finished rows of these runs with the columns regression detection needs."""
+    r = _results.c
+    stmt = (select(*(r[c] for c in SERIES_COLUMNS))
+            .where(r.run_id.in_(list(run_ids)), r.status.in_(DONE_STATUSES),
+                   r.setting_id.is_not(None)).order_by(r.id))
+    with engine.connect() as conn:
+        return [dict(row) for row in conn.execute(stmt).mappings()]
+
+
+def series_history(engine: Engine, fingerprint: str, setting_id: str, metric: str, *,
+                   before_id: int, exclude_runs: Iterable[str] = ()) -> list[dict[str, Any]]:
+    """Finished rows of one series stored before row ``before_id``, oldest first, from the
+    series' newest confirmed change point on (its history restarts there)."""
+    r = _results.c
+    cp = ChangePoint.__table__.c
+    conds = [r.hardware_fingerprint == fingerprint, r.setting_id == setting_id,
+             r.metric == metric, r.status.in_(DONE_STATUSES), r.id < before_id]
+    excluded = list(exclude_runs)
+    if excluded:
+        conds.append(r.run_id.not_in(excluded))
+    with engine.connect() as conn:
+        restart = conn.execute(
+            select(cp.run_id, cp.confirm_run_id).where(
+                cp.hardware_fingerprint == fingerprint, cp.setting_id == setting_id,
+                cp.metric == metric, cp.confirmed.is_(True)).order_by(cp.id.desc()).limit(1)
+        ).first()
+        if restart is not None:
+            first = conn.scalar(select(func.min(r.id)).where(
+                r.run_id.in_([x for x in restart if x]), r.setting_id == setting_id,
+                r.metric == metric))
+            if first is not None:
+                conds.append(r.id >= first)
+        stmt = select(*(r[c] for c in SERIES_COLUMNS)).where(*conds).order_by(r.id)
+        return [dict(row) for row in conn.execute(stmt).mappings()]

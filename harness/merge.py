@@ -1,14 +1,15 @@
 """Combine databases from several machines: ``merge([src, ...], into=dst)``.
 
-Hardware, runs and matmul peaks are copied when the destination lacks them (by fingerprint,
-run id and peak key), keeping their original timestamps, so each result keeps its hardware and
-provenance. A result is copied unless the destination already holds it:
+Hardware, runs, matmul peaks, nightlies, change points and the stored variant, task and metric
+metadata are copied when the destination lacks them (by their keys), keeping their original
+timestamps, so each result keeps its hardware and provenance. A result is copied unless the
+destination already holds it:
 
-* the same result: same ``(cell_id, hardware_fingerprint, code_version, metric, status,
-  run_id, created_at)``, e.g. one merged before or copied to both machines; ``created_at`` is
+* the same result: same ``(cell_id, hardware_fingerprint, run_id, metric, status,
+  created_at)``, e.g. one merged before or copied to both machines; ``created_at`` is
   part of it so that two failed attempts of one cell in one run both survive;
 * or, for a finished result (status in ``DONE_STATUSES``), any finished result of the same
-  ``(cell_id, hardware_fingerprint, code_version, metric)``: the measurement exists once,
+  ``(cell_id, hardware_fingerprint, run_id, metric)``: the measurement exists once,
   which the destination's unique index ``ux_results_done`` demands too.
 
 Source ids are not copied (the destination numbers its rows). Each source is merged in one
@@ -26,9 +27,14 @@ from sqlalchemy.engine import Connection, Engine
 
 from harness import db
 
-EXACT_KEY = ("cell_id", "hardware_fingerprint", "code_version", "metric", "status", "run_id",
-             "created_at")
-DONE_KEY = ("cell_id", "hardware_fingerprint", "code_version", "metric")
+EXACT_KEY = ("cell_id", "hardware_fingerprint", "run_id", "metric", "status", "created_at")
+DONE_KEY = ("cell_id", "hardware_fingerprint", "run_id", "metric")
+# tables copied by key when the destination lacks the row (change points are per machine and
+# copied with their results' runs)
+KEYED = {"hardware": ("fingerprint",), "runs": ("run_id",),
+         "hardware_peaks": ("hardware_fingerprint", "device", "dtype", "threads"),
+         "variants": ("name", "digest"), "tasks": ("name", "digest"),
+         "metric_specs": ("task", "task_digest", "name"), "nightlies": ("nightly_id",)}
 
 
 def _utc(value: Any) -> Any:
@@ -48,8 +54,8 @@ def _done(row: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def _read(engine: Engine) -> dict[str, list[dict[str, Any]]]:
-    tables = {"hardware": db.HardwareRow.__table__, "runs": db.Run.__table__,
-              "peaks": db.Peak.__table__, "results": db.Result.__table__}
+    tables = {name: db.Base.metadata.tables[name] for name in (*KEYED, "results",
+                                                                "change_points")}
     out = {}
     with engine.connect() as conn:
         for name, table in tables.items():
@@ -81,11 +87,14 @@ def merge_engine(source: Engine, into: Engine) -> dict[str, int]:
     counts = {"results_added": 0, "results_skipped": 0, "runs_added": 0, "hardware_added": 0}
     r = db.Result.__table__
     with db._writing(into) as conn:
-        counts["hardware_added"] = _add_missing(conn, db.HardwareRow.__table__,
-                                                found["hardware"], ("fingerprint",))
-        counts["runs_added"] = _add_missing(conn, db.Run.__table__, found["runs"], ("run_id",))
-        _add_missing(conn, db.Peak.__table__, found["peaks"],
-                     ("hardware_fingerprint", "device", "dtype", "threads"))
+        added = {name: _add_missing(conn, db.Base.metadata.tables[name], found[name], key)
+                 for name, key in KEYED.items()}
+        counts["hardware_added"], counts["runs_added"] = added["hardware"], added["runs"]
+        points = db.ChangePoint.__table__
+        for row in found["change_points"]:
+            row.pop("id", None)
+        _add_missing(conn, points, found["change_points"],
+                     ("hardware_fingerprint", "setting_id", "metric", "run_id", "confirmed"))
         exact = {_exact(dict(row)) for row in
                  conn.execute(select(*(r.c[k] for k in EXACT_KEY))).mappings()}
         done = {tuple(row) for row in conn.execute(

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import architectures
 import tasks
+from harness import sources
 from harness.configs import build_config
+from harness.ids import canonical_hash, setting_of  # noqa: F401 - canonical_hash re-exported
 from harness.suite import Suite
-
-
-def canonical_hash(obj: Any, length: int = 16) -> str:
-    """sha256 of canonical JSON (sorted keys, no spaces), first ``length`` hex digits."""
-    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:length]
 
 
 @dataclass(frozen=True)
@@ -32,6 +26,8 @@ class Cell:
     dtype: str
     threads: int
     sweep_key: str | None = None  # the task config key this cell's series sweeps (not identity)
+    arch_digest: str = ""  # digest of the variant's source (harness.sources)
+    task_digest: str = ""  # digest of the task's source
 
     def identity(self, with_seed: bool = True) -> dict[str, Any]:
         ident = asdict(self)
@@ -39,6 +35,11 @@ class Cell:
         if not with_seed:
             ident.pop("seed")
         return ident
+
+    def setting(self) -> dict[str, Any]:
+        """What is measured, whatever the code's version: the identity without versions,
+        digests and seed."""
+        return setting_of(self.identity(with_seed=False))
 
     @property
     def series(self) -> str | None:
@@ -58,6 +59,12 @@ class Cell:
         """Stable id of what is measured: architecture, task, their configs and versions,
         seed, device, dtype and threads."""
         return canonical_hash(self.identity())
+
+    @property
+    def setting_id(self) -> str:
+        """Id of the setting across code versions and seeds: the series that history,
+        regression detection and ``--rerun none`` follow."""
+        return canonical_hash(self.setting())
 
     @property
     def config_hash(self) -> str:
@@ -90,6 +97,10 @@ def plan(suite: Suite) -> list[Cell]:
                         task=task_name, task_version=task.version, task_config=task_cfg,
                         seed=seed, device=suite.hardware.device, dtype=suite.hardware.dtype,
                         threads=suite.hardware.threads, sweep_key=key,
+                        arch_digest=sources.of(variant.config_cls, variant.make_mixer,
+                                               architectures.LanguageModel),
+                        task_digest=sources.of(task.config_cls, task.run,
+                                               exclude=("architectures",)),
                     ))
     return cells
 

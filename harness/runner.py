@@ -10,7 +10,8 @@ outcome becomes that cell's ``failed`` row.
 and heartbeat; :func:`harness.db.claim`), and its rows are stored only while the claim is
 held, so any number of runners on one database measure each cell exactly once. A run that
 stopped heartbeating is ``abandoned`` and its claims are taken over; resuming is by content:
-cells with a finished result for this hardware fingerprint and code version are not run.
+a cell's id includes its variant's and task's source digests (:mod:`harness.sources`), and
+cells with a finished result for their id on this machine are not run (``--rerun``).
 
 **Statuses are facts.** ``timeout``: the runner killed the cell at its limit. ``oom``: an
 allocation failed under the cell's memory cap, or the kernel's OOM counter rose while a cell
@@ -219,6 +220,8 @@ def to_rows(cell: Cell, outcome: dict[str, Any], run_id: str, fp: str, version: 
     """Result rows with provenance; a failed cell yields one row for the task's headline."""
     base = {
         "run_id": run_id, "cell_id": cell.cell_id, "config_hash": cell.config_hash,
+        "setting_id": cell.setting_id, "arch_digest": cell.arch_digest,
+        "task_digest": cell.task_digest,
         "code_version": version, "hardware_fingerprint": fp, "arch": cell.arch,
         "arch_version": cell.arch_version, "arch_config": cell.arch_config, "task": cell.task,
         "task_version": cell.task_version, "task_config": cell.task_config, "seed": cell.seed,
@@ -267,8 +270,15 @@ def run(cells: list[Cell], engine: Engine, *, suite_name: str, timeout_s: float,
         on_done: Callable[[Outcome], None] | None = None,
         on_plan: Callable[[int, int], None] | None = None, jobs: int = 1,
         memory_limit: int | None = None, lease_s: float = LEASE_S,
-        spawner: Spawner | None = None) -> RunReport:
+        spawner: Spawner | None = None, rerun: str = "changed", kind: str = "run",
+        config: dict[str, Any] | None = None, nightly_id: str | None = None) -> RunReport:
     """Run every cell not yet done; callbacks let the CLI draw progress.
+
+    ``rerun`` says what "done" means (:data:`RERUN`): ``changed`` skips cells with a finished
+    result for their identity (which includes the variant's and task's source digests), so
+    what changed is measured again and nothing else; ``none`` also skips a cell whose setting
+    and seed were measured by any earlier version of the code; ``all`` measures every cell
+    again (cells finished by another runner since this run started are still skipped).
 
     ``jobs > 1`` runs that many accuracy cells at once (their results count steps, not
     seconds); efficiency cells always run alone, after them, so no measurement shares the
@@ -290,9 +300,10 @@ def run(cells: list[Cell], engine: Engine, *, suite_name: str, timeout_s: float,
     # runners on this machine that died (their scratch folder outlived them) at once; any
     # other runner once its lease has run out
     abandoned = db.abandon_runs(engine, sweep_scratch()) + db.abandon_stale_runs(engine, lease_s)
-    done = db.done_cells(engine, hw.fingerprint, version)
-    pending = [c for c in cells if c.cell_id not in done]
-    db.start_run(engine, run_id, suite_name, version, hw.fingerprint, len(cells))
+    pending = pending_cells(engine, cells, hw.fingerprint, rerun)
+    db.start_run(engine, run_id, suite_name, version, hw.fingerprint, len(cells), kind=kind,
+                 config=config, rerun=rerun, nightly_id=nightly_id)
+    db.store_catalog(engine, *catalog_entries(cells))
     if on_plan:
         on_plan(len(cells), len(pending))
     report = RunReport(run_id, version, hw.fingerprint, len(cells) - len(pending), [],
@@ -333,7 +344,7 @@ def run(cells: list[Cell], engine: Engine, *, suite_name: str, timeout_s: float,
                                      "measure_s": outcome.get("measure_s")}}
         rows = to_rows(cell, outcome, run_id, hw.fingerprint, version, volatile,
                        headlines[cell.task])
-        stored = db.store(engine, rows, claim=(cell.cell_id, hw.fingerprint, version, owner))
+        stored = db.store(engine, rows, claim=(cell.cell_id, hw.fingerprint, owner))
         if not stored:  # our lease was taken over: the other runner's result stands
             log.warning("%s: claim lost before storing; result discarded", cell.label)
             report.elsewhere += 1
@@ -346,7 +357,8 @@ def run(cells: list[Cell], engine: Engine, *, suite_name: str, timeout_s: float,
 
     def claim(cell: Cell) -> bool:
         # a cell another runner tried and failed during this run is not retried here
-        if db.claim(engine, cell.cell_id, hw.fingerprint, version, owner, lease_s,
+        if db.claim(engine, cell.cell_id, hw.fingerprint, owner, lease_s,
+                    done_since=started if rerun == "all" else None,
                     skip_failed_since=started):
             return True
         report.elsewhere += 1
@@ -377,6 +389,33 @@ def run(cells: list[Cell], engine: Engine, *, suite_name: str, timeout_s: float,
         beat.stopped.set()
         db.finish_run(engine, run_id, status)
     return report
+
+
+RERUN = ("changed", "none", "all")
+
+
+def pending_cells(engine: Engine, cells: list[Cell], fingerprint: str,
+                  rerun: str = "changed") -> list[Cell]:
+    """The cells a run with this ``rerun`` policy measures (see :func:`run`)."""
+    if rerun not in RERUN:
+        raise ValueError(f"--rerun: allowed: {', '.join(RERUN)}; got {rerun!r}")
+    if rerun == "all":
+        return list(cells)
+    done = db.done_cells(engine, fingerprint)
+    pending = [c for c in cells if c.cell_id not in done]
+    if rerun == "none":
+        seen = db.done_settings(engine, fingerprint)
+        pending = [c for c in pending if (c.setting_id, c.seed) not in seen]
+    return pending
+
+
+def catalog_entries(cells: list[Cell]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The variants and tasks of these cells as stored metadata (with their digests)."""
+    from harness.catalog import architecture_entry, task_entry
+
+    variants = {c.arch: {**architecture_entry(c.arch), "digest": c.arch_digest} for c in cells}
+    tasks_ = {c.task: {**task_entry(c.task), "digest": c.task_digest} for c in cells}
+    return list(variants.values()), list(tasks_.values())
 
 
 def _run_parallel(cells: list[Cell], jobs: int, attempt: Callable[[Cell], dict[str, Any]],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import math
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -441,3 +441,11 @@ def load(name_or_path: str, **hardware_overrides: Any) -> Suite:
 
 def with_hardware(suite: Suite, **overrides: Any) -> Suite:
     return replace(suite, hardware=_hardware(suite.path, vars(suite.hardware), overrides))
+
+
+def as_record(suite: Suite) -> dict[str, Any]:
+    """The suite as planned, as plain JSON data (stored with each run)."""
+    record = asdict(suite)
+    record["sweeps"] = {task: {"key": key, "values": list(values)}
+                        for task, (key, values) in suite.sweeps.items()}
+    return record

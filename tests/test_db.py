@@ -12,6 +12,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, insert, inspect, make_url, select, text
@@ -65,9 +66,8 @@ def test_roundtrip(url: str) -> None:
     engine = db.connect(url)
     db.store(engine, [_row("c1", "ok", 2.0), _row("c2", "failed", None),
                       _row("c3", "unavailable", None)])
-    assert db.done_cells(engine, "fp", "git:abc") == {"c1", "c3"}  # failed cells re-run
-    assert db.done_cells(engine, "fp", "git:other") == set()
-    assert db.done_cells(engine, "other-fp", "git:abc") == set()
+    assert db.done_cells(engine, "fp") == {"c1", "c3"}  # failed cells re-run
+    assert db.done_cells(engine, "other-fp") == set()
     rows = db.results(engine)
     assert [r["cell_id"] for r in rows] == ["c1", "c2", "c3"]
     assert rows[0]["arch_config"]["nested"] == {"a": [1, 2]}
@@ -99,17 +99,15 @@ def test_sqlite_uses_wal(tmp_path: Path) -> None:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
 
 
-def _as_schema_1(url: str) -> None:
-    """Turn a fresh schema-2 database into what schema 1 created (no claims, no heartbeat
-    column, no unique index on finished results)."""
-    engine = db.connect(url)
-    with engine.begin() as conn:
-        conn.execute(text("DROP TABLE cell_claims"))
-        conn.execute(text("DROP INDEX ux_results_done"))
-        conn.execute(text("ALTER TABLE runs DROP COLUMN heartbeat_at"))
-        conn.execute(text("DELETE FROM schema_migrations"))
+def _at_revision(url: str, revision: str) -> None:
+    """An empty database brought to an older schema by the shipped migrations themselves."""
+    from alembic import command
+
+    engine = db._engine(url)
+    with db._writing(engine) as conn:
+        command.upgrade(db._alembic_config(conn), revision)
         conn.execute(text("INSERT INTO schema_migrations (version, applied_at) "
-                          "VALUES (1, CURRENT_TIMESTAMP)"))
+                          f"VALUES ({db.REVISIONS.index(revision) + 1}, CURRENT_TIMESTAMP)"))
         conn.execute(text("INSERT INTO runs (run_id, suite, code_version, hardware_fingerprint,"
                           " started_at, status, n_cells) VALUES ('old', 's', 'git:abc', 'fp', "
                           "CURRENT_TIMESTAMP, 'running', 1)"))
@@ -128,32 +126,81 @@ def _schema(url: str) -> tuple[set[str], set[str], bool, list[int]]:
     return tables, columns, indexed, list(versions)
 
 
-def test_schema_1_database_is_upgraded(url: str) -> None:
-    _as_schema_1(url)
-    assert "cell_claims" not in _schema(url)[0]
+@pytest.mark.parametrize("revision", ["0001", "0002"])
+def test_an_older_database_is_refused_until_upgraded(url: str, revision: str) -> None:
+    _at_revision(url, revision)
+    with pytest.raises(db.SchemaError, match="older than this archbench's .*db upgrade"):
+        db.connect(url)
+    assert db.upgrade(url) == (int(revision[-1]), db.SCHEMA_VERSION)
     engine = db.connect(url)
     tables, columns, indexed, versions = _schema(url)
-    assert "cell_claims" in tables and "heartbeat_at" in columns and indexed
-    assert versions == [1, 2]
+    assert {"cell_claims", "variants", "tasks", "metric_specs", "nightlies",
+            "change_points"} <= tables
+    assert {"heartbeat_at", "kind", "config", "rerun", "nightly_id"} <= columns and indexed
+    assert versions == [int(revision[-1]), db.SCHEMA_VERSION]
     assert [r["status"] for r in db.runs(engine)] == ["running"]  # old rows kept
-    assert db.claim(engine, "c1", "fp", "git:abc", "new-run", 60)
-    db.connect(url)  # idempotent
-    assert _schema(url)[3] == [1, 2]
+    assert db.claim(engine, "c1", "fp", "new-run", 60)
+    assert db.upgrade(url) == (db.SCHEMA_VERSION, db.SCHEMA_VERSION)  # idempotent
+
+
+def test_migrations_build_the_schema_the_models_declare(url: str, tmp_path: Path) -> None:
+    """alembic from nothing to head == create_all: tables, columns, nullability, keys,
+    indexes (each backend against itself)."""
+    _at_revision(url, "0001")
+    db.upgrade(url)
+    migrated = _describe(url)
+    if url.startswith("sqlite"):
+        fresh = f"sqlite:///{tmp_path / 'fresh.db'}"
+        db.connect(fresh)
+        assert migrated == _describe(fresh)
+    else:
+        with db._writing(db._engine(url)) as conn:  # the model's DDL in a second schema
+            conn.execute(text("CREATE SCHEMA IF NOT EXISTS model_ddl"))
+            conn.execute(text("SET LOCAL search_path TO model_ddl"))
+            db.Base.metadata.create_all(conn)
+            model = _describe_conn(conn)
+            conn.execute(text("DROP SCHEMA model_ddl CASCADE"))
+        assert migrated == model
+
+
+def _describe(url: str) -> dict[str, Any]:
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        out = _describe_conn(conn)
+    engine.dispose()
+    return out
+
+
+def _describe_conn(conn: Any) -> dict[str, Any]:
+    found = inspect(conn)
+    out: dict[str, Any] = {}
+    for table in sorted(found.get_table_names()):
+        if table == "alembic_version":
+            continue
+        out[table] = {
+            "columns": {c["name"]: (str(c["type"]).split("(")[0], c["nullable"])
+                        for c in found.get_columns(table)},
+            "pk": sorted(found.get_pk_constraint(table)["constrained_columns"]),
+            "indexes": sorted((i["name"], tuple(i["column_names"]), bool(i["unique"]))
+                              for i in found.get_indexes(table)),
+        }
+    return out
 
 
 def test_schema_1_duplicates_are_kept_and_the_index_skipped(url: str, caplog) -> None:
-    _as_schema_1(url)
+    _at_revision(url, "0001")
     old = create_engine(url)
     with old.begin() as conn:  # what two runners of schema 1 could leave behind
         for _ in range(2):
             conn.execute(insert(db.Result.__table__), _row("c1", "ok", 2.0))
     old.dispose()
     with caplog.at_level(logging.WARNING, logger="harness.db"):
-        engine = db.connect(url)
+        db.upgrade(url)
+    engine = db.connect(url)
     assert "more than once" in caplog.text
     tables, columns, indexed, versions = _schema(url)
     assert "cell_claims" in tables and "heartbeat_at" in columns and not indexed
-    assert versions == [1, 2]
+    assert versions == [1, db.SCHEMA_VERSION]
     assert db.count(engine) == 2  # no data deleted
-    assert db.done_cells(engine, "fp", "git:abc") == {"c1"}
-    assert not db.claim(engine, "c1", "fp", "git:abc", "new-run", 60)  # done all the same
+    assert db.done_cells(engine, "fp") == {"c1"}
+    assert not db.claim(engine, "c1", "fp", "new-run", 60)  # done all the same

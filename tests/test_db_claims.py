@@ -26,12 +26,12 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 
 def _claim(engine, cell: str, owner: str, lease_s: float = 60, **kw) -> bool:
-    return db.claim(engine, cell, FP, VERSION, owner, lease_s, **kw)
+    return db.claim(engine, cell, FP, owner, lease_s, **kw)
 
 
 def _store(engine, cell: str, owner: str, status: str = "ok") -> int:
     return db.store(engine, [_row(cell, status, 1.0, run_id=owner)],
-                    claim=(cell, FP, VERSION, owner))
+                    claim=(cell, FP, owner))
 
 
 def test_a_live_claim_refuses_another_owner(url: str) -> None:
@@ -71,7 +71,7 @@ def test_store_refuses_rows_of_another_cell(url: str) -> None:
     engine = db.connect(url)
     assert _claim(engine, "c1", "a")
     with pytest.raises(ValueError, match="does not belong"):
-        db.store(engine, [_row("c2", "ok", 1.0)], claim=("c1", FP, VERSION, "a"))
+        db.store(engine, [_row("c2", "ok", 1.0)], claim=("c1", FP, "a"))
     assert db.count(engine) == 0 and len(db.claims(engine)) == 1
 
 
@@ -81,8 +81,8 @@ def test_a_done_cell_is_not_claimable(url: str) -> None:
     assert not _claim(engine, "done", "a")
     assert not _claim(engine, "gone", "a")
     assert db.claims(engine) == []
-    assert db.claim(engine, "done", FP, "git:other", "a", 60)  # another code version
-    assert db.claim(engine, "done", "other-fp", VERSION, "a", 60)  # other hardware
+    assert _claim(engine, "done", "a", done_since=db.now())  # re-measuring (--rerun all)
+    assert db.claim(engine, "done", "other-fp", "a", 60)  # other hardware
 
 
 def test_failed_cells_are_retried_unless_they_failed_during_this_run(url: str) -> None:
@@ -90,7 +90,7 @@ def test_failed_cells_are_retried_unless_they_failed_during_this_run(url: str) -
     before = db.now() - timedelta(seconds=5)
     db.store(engine, [_row("c1", "failed", None)])
     assert _claim(engine, "c1", "a")  # a failed cell is claimable (it is retried) ...
-    assert db.release(engine, "c1", FP, VERSION, "a")
+    assert db.release(engine, "c1", FP, "a")
     # ... but not by a runner that started before the failure: another runner just tried it
     assert not _claim(engine, "c1", "b", skip_failed_since=before)
     assert _claim(engine, "c1", "b", skip_failed_since=db.now() + timedelta(seconds=5))
@@ -99,19 +99,20 @@ def test_failed_cells_are_retried_unless_they_failed_during_this_run(url: str) -
 def test_release(url: str) -> None:
     engine = db.connect(url)
     assert _claim(engine, "c1", "a")
-    assert not db.release(engine, "c1", FP, VERSION, "b")  # not b's
-    assert db.release(engine, "c1", FP, VERSION, "a")
-    assert not db.release(engine, "c1", FP, VERSION, "a")
+    assert not db.release(engine, "c1", FP, "b")  # not b's
+    assert db.release(engine, "c1", FP, "a")
+    assert not db.release(engine, "c1", FP, "a")
     assert _claim(engine, "c1", "b")
 
 
 def test_a_finished_result_is_stored_once_even_without_claims(url: str) -> None:
     engine = db.connect(url)
     assert db.store(engine, [_row("c1", "ok", 1.0)]) == 1
-    assert db.store(engine, [_row("c1", "ok", 2.0)]) == 0  # the unique index refuses it
+    assert db.store(engine, [_row("c1", "ok", 2.0)]) == 0  # the unique index refuses it (same run)
     assert db.store(engine, [_row("c2", "failed", None)]) == 1
     assert db.store(engine, [_row("c2", "failed", None)]) == 1  # failures may repeat
     assert db.count(engine) == 3
+    assert db.store(engine, [_row("c1", "ok", 3.0, run_id="r2")]) == 1  # another run may
     # a runner that claimed a cell some claim-less runner finished meanwhile stores nothing
     assert _claim(engine, "c3", "a")
     db.store(engine, [_row("c3", "ok", 1.0, run_id="rogue")])

@@ -101,24 +101,27 @@ def test_merge_is_idempotent_and_into_itself_adds_nothing(two, tmp_path: Path) -
     assert db.count(db.connect(a_url)) == 4
 
 
-def test_a_second_finished_measurement_is_not_copied(two, tmp_path: Path) -> None:
-    """Same cell, hardware, code version and metric finished on both sides (different runs):
-    the destination keeps its own; a failed attempt of that cell is still added."""
+def test_a_second_finished_copy_of_one_run_is_not_copied(two, tmp_path: Path) -> None:
+    """Same cell, hardware, run and metric finished on both sides (stored apart): the
+    destination keeps its own; a re-measurement by another run is history and is added, and
+    so is a failed attempt."""
     a_url, b_url = two
     other = db.connect(f"sqlite:///{tmp_path / 'c.db'}")
     db.start_run(other, "runC", "quick", "git:t", "fpA", 1)
-    db.store(other, [_row("transformer", "prefill_latency", "latency_ms", 9.0, run_id="runC",
+    db.store(other, [_row("transformer", "prefill_latency", "latency_ms", 9.0, run_id="runA",
+                          hardware_fingerprint="fpA"),
+                     _row("transformer", "prefill_latency", "latency_ms", 7.0, run_id="runC",
                           hardware_fingerprint="fpA"),
                      _row("transformer", "prefill_latency", "latency_ms", None,
                           status="timeout", run_id="runC", hardware_fingerprint="fpA",
                           cell_id="transformer-prefill_latency-2")])
     counts = merge([f"sqlite:///{tmp_path / 'c.db'}"], a_url)
-    assert counts == {"results_added": 1, "results_skipped": 1, "runs_added": 1,
+    assert counts == {"results_added": 2, "results_skipped": 1, "runs_added": 1,
                       "hardware_added": 0}
     a = db.connect(a_url)
-    values = [r["value"] for r in db.results(a) if r["cell_id"] == "transformer-prefill_latency"
-              and r["status"] == "ok"]
-    assert values == [1.0]
+    values = {(r["run_id"], r["value"]) for r in db.results(a)
+              if r["cell_id"] == "transformer-prefill_latency" and r["status"] == "ok"}
+    assert values == {("runA", 1.0), ("runC", 7.0)}
 
 
 def test_merge_into_a_new_file_creates_the_schema(two, tmp_path: Path) -> None:

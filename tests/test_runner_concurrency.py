@@ -58,6 +58,7 @@ def _pg_url() -> str:
     db.Base.metadata.drop_all(engine)  # a fresh database: the schema race is part of the test
     with engine.begin() as conn:
         conn.execute(text("DROP TABLE IF EXISTS schema_migrations"))
+        conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
     engine.dispose()
     return url
 

@@ -1,0 +1,1 @@
+"""Alembic migrations of the archbench database (applied by ``archbench db upgrade``)."""
