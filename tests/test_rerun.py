@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import sources
+from harness import db, sources
 from tests.conftest import write_suite
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,6 +51,12 @@ def test_readme_edit_reruns_nothing_and_a_variant_edit_only_its_cells(
     assert _todo(project, suite) == {"transformer", "mamba"}
     _cli(project, "run", "--suite", str(suite), "--no-progress")
     assert _todo(project, suite) == set()
+    stored = db.catalog(db.connect(str(project / "r.db")))  # what the site will show
+    assert set(stored["architectures"]) == {"transformer", "mamba"}
+    assert set(stored["tasks"]) == {"peak_memory"} and stored["tasks"]["peak_memory"]["doc"]
+    assert stored["architectures"]["mamba"]["papers"] and stored["architectures"]["mamba"]["doc"]
+    digests = {r["arch"]: r["arch_digest"] for r in db.results(db.connect(str(project / "r.db")))}
+    assert digests["mamba"] == stored["architectures"]["mamba"]["digest"]
 
     readme = project / "README.md"
     readme.write_text(readme.read_text() + "\nAn edit that changes no code.\n")
@@ -64,6 +70,8 @@ def test_readme_edit_reruns_nothing_and_a_variant_edit_only_its_cells(
     out = _cli(project, "run", "--suite", str(suite), "--no-progress").stdout
     assert "2 cells, 1 already done, ok 1" in out
     assert _todo(project, suite) == set()
+    versions = db.catalog(db.connect(str(project / "r.db")))["architectures"]["mamba"]
+    assert versions["digest"] != digests["mamba"]  # the newest version of mamba is shown
 
     shared = project / "architectures" / "backbone.py"  # every variant runs on it
     shared.write_text(shared.read_text() + "\n# an edit of the shared backbone\n")
