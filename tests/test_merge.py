@@ -155,3 +155,32 @@ def test_cli_merge_and_export_formats(two, tmp_path: Path, capsys: pytest.Captur
 def _overlap(a: str, b: str) -> int:
     """Rows of ``b`` that ``a`` already holds (the same identity)."""
     return len(set(_identities(db.connect(a))) & set(_identities(db.connect(b))))
+
+
+def test_metadata_nightlies_and_change_points_are_merged_once(two, tmp_path: Path) -> None:
+    """What the site reads besides results comes along: variants, tasks and metric specs (by
+    name and digest), nightlies and change points; merging twice adds nothing."""
+    a_url, _ = two
+    src = db.connect(a_url)
+    db.store_catalog(src, [{"name": "mamba", "digest": "d1", "version": 1, "family": "ssm",
+                            "causal": True, "papers": ["Mamba"], "config_keys": ["d_state"],
+                            "doc": "Selective SSM."}],
+                     [{"name": "mqar", "digest": "t1", "version": 3, "kind": "accuracy",
+                       "headline": "accuracy", "config": {"seq_len": 64}, "ranked": True,
+                       "unranked_reason": "", "needs_causal": True, "doc": "Recall.",
+                       "metrics": [{"name": "accuracy", "unit": "fraction",
+                                    "higher_is_better": True, "doc": "exact match"}]}])
+    db.start_nightly(src, "n1", "fpA", "git:t", {"suites": ["quick"]})
+    db.store_change_point(src, {"hardware_fingerprint": "fpA", "setting_id": "s1",
+                                "metric": "latency_ms", "arch": "mamba", "task": "prefill",
+                                "run_id": "runA", "change": "regression", "confirmed": True,
+                                "confidence": "high", "method": "test", "nightly_id": "n1"})
+    target = tmp_path / "meta.db"
+    for _ in range(2):
+        merge([a_url], str(target))
+    into = db.connect(str(target))
+    stored = db.catalog(into)
+    assert stored["architectures"]["mamba"]["papers"] == ["Mamba"]
+    assert stored["tasks"]["mqar"]["metrics"][0]["unit"] == "fraction"
+    assert [n["nightly_id"] for n in db.nightlies(into)] == ["n1"]
+    assert [(p["setting_id"], p["confirmed"]) for p in db.change_points(into)] == [("s1", True)]
