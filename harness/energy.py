@@ -1,4 +1,4 @@
-"""Energy meters behind one interface (METHOD.md, Energy; after Zeus / ML.ENERGY).
+"""Energy meters behind one interface (docs/METHOD.md, Energy; after Zeus / ML.ENERGY).
 
 A meter has ``start()`` and ``stop() -> EnergyReading``. ``RaplMeter`` reads CPU package
 counters from powercap sysfs; ``NvmlMeter`` reads the GPU's total-energy counter, or
@@ -31,7 +31,7 @@ RAPL_ROOT = "/sys/class/powercap"
 _RAPL_PACKAGE = re.compile(r"^(intel|amd)-rapl:\d+$")
 _PSYS = "psys"  # platform domain that already contains the packages (laptops): excluded
 PLAUSIBLE_POWER_FACTOR = 1.2  # reject energy above power limit x window x this
-DEFAULT_SAMPLE_HZ = 20.0  # power sampling fallback; METHOD.md asks for >= 10 Hz
+DEFAULT_SAMPLE_HZ = 20.0  # power sampling fallback; docs/METHOD.md asks for >= 10 Hz
 
 
 class EnergyUnavailable(Exception):

@@ -1,4 +1,4 @@
-"""Hardware fingerprint and device description (METHOD.md, Hardware).
+"""Hardware fingerprint and device description (docs/METHOD.md, Hardware).
 
 ``stable`` holds what does not change at boot (CPU model and count, memory, GPU, driver,
 CUDA and torch versions) and is hashed into the fingerprint that keys results; ``volatile``

@@ -1,4 +1,4 @@
-"""Peak memory of one phase above that phase's baseline (METHOD.md, Memory).
+"""Peak memory of one phase above that phase's baseline (docs/METHOD.md, Memory).
 
 CPU: the kernel's resident-set high-water mark. Writing ``5`` to ``/proc/self/clear_refs``
 resets ``VmHWM`` to the current RSS (Linux >= 4.0); after the phase ``VmHWM`` is the peak.

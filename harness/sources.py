@@ -11,9 +11,11 @@ included), with two exclusions:
   task file (following them would make every digest depend on every file);
 - for a task, the ``architectures`` package, whose code the variant's digest already covers.
 
-Modules outside the project (torch, numpy...) are not hashed; their versions are recorded on
-every row as provenance. A module without a source file (built interactively) contributes its
-name only.
+What is hashed is each module's syntax tree without docstrings (``ast.dump``), so editing a
+comment, a docstring or the layout changes no digest, while any change to what the code does
+changes it. Modules outside the project (torch, numpy...) are not hashed; their versions are
+recorded on every row as provenance. A module without a source file (built interactively)
+contributes its name only.
 """
 
 from __future__ import annotations
@@ -105,18 +107,37 @@ def closure(roots: Iterable[str], exclude: tuple[str, ...] = ()) -> list[str]:
     return sorted(seen)
 
 
+@cache
+def code_of(module: str) -> str:
+    """The module's syntax tree without docstrings, as text ("" without a readable source);
+    unparseable source counts as its raw text."""
+    path = _file(module)
+    if path is None:
+        return ""
+    try:
+        source = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return ""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return source
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                and body and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree, annotate_fields=False, include_attributes=False)
+
+
 def digest(roots: Iterable[str], exclude: tuple[str, ...] = ()) -> str:
-    """sha256 over the names and bytes of :func:`closure`'s modules, first 12 hex digits."""
+    """sha256 over the names and code (:func:`code_of`) of :func:`closure`'s modules, first
+    12 hex digits."""
     h = hashlib.sha256()
     for name in closure(roots, exclude):
-        h.update(name.encode() + b"\0")
-        path = _file(name)
-        if path is not None:
-            try:
-                h.update(path.read_bytes())
-            except OSError:
-                pass
-        h.update(b"\0")
+        h.update(name.encode() + b"\0" + code_of(name).encode() + b"\0")
     return h.hexdigest()[:DIGEST_CHARS]
 
 
@@ -135,4 +156,5 @@ def of(*objs: object, exclude: tuple[str, ...] = ()) -> str:
 def clear() -> None:
     """Forget cached digests and imports (after a source file changed in this process)."""
     imports.cache_clear()
+    code_of.cache_clear()
     _cached.cache_clear()

@@ -12,7 +12,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-NOISY_IQR_OVER_MEDIAN = 0.10  # METHOD.md, Latency: flag a measurement as noisy above this
+NOISY_IQR_OVER_MEDIAN = 0.10  # docs/METHOD.md, Latency: flag a measurement as noisy above this
 MIN_SAMPLES_FOR_P99 = 100  # fewer than 100 samples cannot resolve the 99th percentile
 
 
@@ -217,7 +217,7 @@ def t_quantile(p: float, df: float) -> float:
 def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float] | None:
     """(mean, low, high): Student t interval mean +- t_{(1+c)/2, n-1} s / sqrt(n); None for n < 2.
 
-    Used for per-seed accuracy (METHOD.md, Accuracy: mean with a 95% CI over >= 3 seeds).
+    Used for per-seed accuracy (docs/METHOD.md, Accuracy: mean with a 95% CI over >= 3 seeds).
     """
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must lie in (0, 1), got {confidence}")

@@ -18,7 +18,7 @@ from harness.memory import cpu_peak_available, measure_peak
 from tasks.base import Metric, Task
 
 MIB = 2**20
-# Freed buffers go back to the OS so the phase's peak RSS is visible (METHOD.md, Memory).
+# Freed buffers go back to the OS so the phase's peak RSS is visible (docs/METHOD.md, Memory).
 # Only memory cells get this: it roughly doubles the cost of a training step.
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "65536"}
 

@@ -23,7 +23,7 @@ sequences.
 Length: ``length`` (T) is independent of the content (group, uniform elements); the minimum is 1.
 
 Budgets: on S5 at T = 16 every model first learns position 1 and stalls; an LSTM broke out only
-after ~10,500 steps (METHOD.md). The default is therefore S3, which the LSTM solves in the
+after ~10,500 steps (docs/METHOD.md). The default is therefore S3, which the LSTM solves in the
 default budget (see ``Config``); S5 is the knob for a full suite, with ``steps`` raised to match.
 """
 
@@ -65,7 +65,7 @@ class Config(_seqtask.TrainConfig):
     # d 64, 2 layers, S3 at T = 16: lstm with the default LR search 0.995, 1.000, 0.999 on
     # seeds 0, 1, 2 (solved on validation after 200-500 steps, 12-16 s on one thread);
     # transformer 0.32 in the same budget; mamba 0.34 after 100 steps (0.12 s a step); S5
-    # needs ~12,000+ (METHOD.md)
+    # needs ~12,000+ (docs/METHOD.md)
     steps: int = 1000
 
     def validate(self) -> None:

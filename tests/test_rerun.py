@@ -63,7 +63,10 @@ def test_readme_edit_reruns_nothing_and_a_variant_edit_only_its_cells(
     assert _todo(project, suite) == set()
 
     mamba = project / "architectures" / "mamba.py"
-    mamba.write_text(mamba.read_text() + "\n# an edit of mamba's source\n")
+    source = mamba.read_text()
+    mamba.write_text(source.replace('"""', '"""An edited docstring. ', 1) + "\n# a comment\n")
+    assert _todo(project, suite) == set()  # comments and docstrings change no number
+    mamba.write_text(source + "\nEDITED = True  # an edit of mamba's code\n")
     assert _todo(project, suite) == {"mamba"}
     assert _todo(project, suite, "none") == set()  # its setting was measured before
     assert _todo(project, suite, "all") == {"transformer", "mamba"}
@@ -74,7 +77,7 @@ def test_readme_edit_reruns_nothing_and_a_variant_edit_only_its_cells(
     assert versions["digest"] != digests["mamba"]  # the newest version of mamba is shown
 
     shared = project / "architectures" / "backbone.py"  # every variant runs on it
-    shared.write_text(shared.read_text() + "\n# an edit of the shared backbone\n")
+    shared.write_text(shared.read_text() + "\nEDITED = True  # an edit of the shared backbone\n")
     assert _todo(project, suite) == {"transformer", "mamba"}
 
 
