@@ -26,7 +26,7 @@ USER_ERROR_CLASSES = (("harness.suite", "SuiteError"), ("harness.configs", "Conf
                       ("harness.plugins", "PluginError"), ("harness.registry", "RegistryError"),
                       ("harness.dburl", "DbUrlError"), ("harness.outputs", "OutputError"),
                       ("harness.db", "SchemaError"), ("harness.nightly", "NightlyError"),
-                      ("harness.compare", "CompareError"))
+                      ("harness.compare", "CompareError"), ("harness.claims", "ClaimError"))
 MAX_TIMEOUT_S = 7 * 24 * 3600.0
 NEEDS_REGISTRY = {"run", "plan", "nightly"}
 RERUN = ("changed", "none", "all")  # harness.runner.RERUN, named here without importing it
@@ -129,6 +129,12 @@ def parser() -> argparse.ArgumentParser:
     cp.add_argument("--json", action="store_true", help="print JSON instead of a table")
     cp.add_argument("--task", action="append", help="only this task (repeatable)")
     cp.add_argument("--metric", action="append", help="only this metric (repeatable)")
+
+    cl = sub.add_parser("claims", help="check the shipped seed-paper claims against the "
+                        "database: reproduced, not reproduced or not run, with evidence")
+    cl.add_argument("--file", metavar="CLAIMS.yaml", help="claims file (default: the shipped "
+                    "harness/claims.yaml)")
+    cl.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     sub.add_parser("doctor", help="what meters, devices, threads and database this machine has")
     return p
@@ -398,6 +404,20 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_claims(args: argparse.Namespace) -> int:
+    from harness import claims, db
+
+    found = claims.load(Path(args.file) if args.file else None)  # bad file: one line, exit 2
+    verdicts = claims.evaluate(db.connect(db_url(args)), found)
+    if args.json:
+        print(json.dumps([{"id": v.claim.id, "machine": v.machine, "status": v.status,
+                           "reason": v.reason, "evidence": v.evidence} for v in verdicts],
+                         indent=2, sort_keys=True, default=str))
+    else:
+        print(claims.as_text(verdicts))
+    return 0
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from harness import doctor
 
@@ -411,7 +431,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 COMMANDS = {"list": cmd_list, "run": cmd_run, "plan": cmd_plan, "site": cmd_site,
             "export": cmd_export, "merge": cmd_merge, "db": cmd_db, "nightly": cmd_nightly,
-            "compare": cmd_compare, "doctor": cmd_doctor}
+            "compare": cmd_compare, "claims": cmd_claims, "doctor": cmd_doctor}
 
 if __name__ == "__main__":
     os.environ.setdefault("PYTHONUNBUFFERED", "1")

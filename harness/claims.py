@@ -1,0 +1,516 @@
+"""Seed-paper claims as data, checked against a results database: what no leaderboard has.
+
+Each claim in ``harness/claims.yaml`` (shipped in the wheel) states one result of a paper in one
+sentence, names the shipped suite that tests it (``harness/suites/<suite>.yaml``), the task and
+metric it reads, and a *predicate*: a list of comparisons, all of which must hold. Predicates
+are data, never evaluated code. :func:`evaluate` gives one :class:`Verdict` per claim and
+machine (hardware fingerprint): ``reproduced``, ``not reproduced`` or ``not run`` (evidence
+missing), with the rows that decided it. It reads the database only (no torch, no registries),
+so the site built from it is a function of the database alone.
+
+Predicate vocabulary (each comparison is a mapping with exactly one operator):
+
+- ``{arch: A, at_least: X}`` / ``{arch: A, at_most: X}``: A's value is >= X / <= X.
+- ``{better: A, than: B, by: D}``: A's value minus B's is >= D (``by`` defaults to 0; a
+  negative ``by`` reads "A is not worse than B by more than -D"). "Better" means higher: every
+  claim's metric here is an accuracy; for lower-is-better metrics swap A and B.
+- ``{arch: A, exponent_at_most: X}`` / ``{arch: A, exponent_at_least: X}``: A's scaling
+  exponent (``derived`` rows of kind ``scaling_exponent``: the log-log slope of the metric
+  over a length sweep, see harness/derive.py) is <= X / >= X.
+
+Options of a comparison: ``metric`` (instead of the claim's), ``where`` (task config values the
+rows must have, merged over the claim's ``where``; result comparisons only: a derived figure's
+series is a hash) and ``relative_to_floor: true`` (compare ``value - floor``, the floor being
+the trivial-strategy accuracy the task stores in each row's ``extra``; result comparisons only).
+
+Which rows count, per (machine, variant, metric, ``where``):
+
+1. rows of runs of the claim's suite when the machine has any, else rows of any run (the
+   evidence names each row's run and suite);
+2. of those, finished rows (status in ``db.DONE_STATUSES``, value not null); the setting
+   (``setting_id``: variant and task configs, device, dtype, threads) of the newest one
+   (highest id) is used, and within it the newest row of each seed; the value compared is the
+   mean over seeds, every seed's row given as evidence;
+3. no row at all -> the claim is "not run" on that machine (the reason names what is missing);
+   rows but none finished (failed, timeout, diverged, oom, unsupported...) -> "not run" with
+   the newest row's status and error.
+
+A scaling exponent is the newest derived figure (highest id) of (machine, task, metric,
+variant); none, or one with no value, -> "not run". Machines are those with any row of the
+claim's task; a claim whose task has no rows anywhere gets one "not run" verdict with machine
+None.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import textwrap
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+
+from harness import db, yamlsafe
+from harness.ids import setting_id
+
+DEFAULT_PATH = Path(__file__).with_name("claims.yaml")
+SUITES_DIR = Path(__file__).with_name("suites")
+
+REPRODUCED, NOT_REPRODUCED, NOT_RUN = "reproduced", "not reproduced", "not run"
+STATUSES = (REPRODUCED, NOT_REPRODUCED, NOT_RUN)
+
+TOP_KEYS = ("claims",)
+CLAIM_KEYS = ("id", "claim", "paper", "suite", "task", "metric", "where", "predicate", "notes")
+REQUIRED = ("id", "claim", "paper", "suite", "task", "metric", "predicate")
+PAPER_KEYS = ("title", "authors", "year", "url")
+VALUE_OPS = ("at_least", "at_most")
+EXPONENT_OPS = ("exponent_at_least", "exponent_at_most")
+OPS = (*VALUE_OPS, "better", *EXPONENT_OPS)
+OPTIONS = ("metric", "where", "relative_to_floor")
+COMPANIONS = {"at_least": ("arch",), "at_most": ("arch",), "better": ("than", "by"),
+              "exponent_at_least": ("arch",), "exponent_at_most": ("arch",)}
+REQUIRED_COMPANIONS = {"better": ("than",)}
+ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,79}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+
+
+class ClaimError(ValueError):
+    """A claims file this module refuses: one line naming the file, claim, field and what is
+    allowed."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    id: str
+    claim: str
+    paper: dict[str, Any]  # title, authors, year, url
+    suite: str
+    task: str
+    metric: str
+    predicate: tuple[dict[str, Any], ...]
+    notes: str = ""
+    where: dict[str, Any] = field(default_factory=dict)  # task config values every row needs
+
+
+@dataclass
+class Verdict:
+    claim: Claim
+    machine: str | None  # hardware fingerprint; None when the claim's task has no rows at all
+    status: str  # one of STATUSES
+    reason: str  # one line
+    evidence: list[dict[str, Any]] = field(default_factory=list)
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+
+def shipped_suites() -> list[str]:
+    """Names of the suites shipped in ``harness/suites``."""
+    return sorted(p.stem for p in SUITES_DIR.glob("*.yaml"))
+
+
+def load(path: Path | None = None) -> list[Claim]:
+    """Read and check a claims file (default: the shipped ``harness/claims.yaml``).
+
+    Every problem is a :class:`ClaimError` of one line: ``FILE: claim ID: FIELD: problem;
+    allowed: ...``. Unknown keys, unknown operators, missing fields, wrong types, duplicate ids
+    and suites that are not shipped are refused."""
+    path = Path(path) if path is not None else DEFAULT_PATH
+    try:
+        raw = yamlsafe.load_file(path)
+    except (yamlsafe.YamlError, OSError) as err:
+        raise ClaimError(f"{path}: {err}") from None
+    if not isinstance(raw, dict) or set(raw) - set(TOP_KEYS) or "claims" not in raw:
+        raise ClaimError(f"{path}: (top level): must be a mapping with the key 'claims'; "
+                         f"allowed: {', '.join(TOP_KEYS)}")
+    items = raw["claims"]
+    if not isinstance(items, list) or not items:
+        raise ClaimError(f"{path}: claims: must be a non-empty list of claims")
+    suites = shipped_suites()
+    out: list[Claim] = []
+    for i, item in enumerate(items):
+        claim = _claim(_Where(path, i, item), item, suites)
+        if any(c.id == claim.id for c in out):
+            raise ClaimError(f"{path}: claim {claim.id}: id: given twice; allowed: each id once")
+        out.append(claim)
+    return out
+
+
+@dataclass(frozen=True)
+class _Where:
+    """Where a problem lies, for its message."""
+
+    path: Path
+    index: int
+    item: Any
+
+    def err(self, field_: str, problem: str) -> ClaimError:
+        name = self.item.get("id") if isinstance(self.item, dict) else None
+        label = f"claim {name}" if isinstance(name, str) else f"claims[{self.index}]"
+        return ClaimError(f"{self.path}: {label}: {field_}: {problem}")
+
+
+def _claim(w: _Where, item: Any, suites: list[str]) -> Claim:
+    if not isinstance(item, dict):
+        raise w.err("(claim)", f"must be a mapping; allowed keys: {', '.join(CLAIM_KEYS)}")
+    _keys(w, "(claim)", item, CLAIM_KEYS)
+    for key in REQUIRED:
+        if key not in item:
+            raise w.err(key, f"missing; required: {', '.join(REQUIRED)}")
+    claim_id = item["id"]
+    if not isinstance(claim_id, str) or not ID_RE.match(claim_id):
+        raise w.err("id", f"must be lowercase letters, digits and hyphens (at most 80), got "
+                    f"{claim_id!r}")
+    suite = _text(w, "suite", item["suite"])
+    if suite not in suites:
+        raise w.err("suite", f"{suite!r} is not a shipped suite; allowed: {', '.join(suites)}")
+    where = _mapping_of_scalars(w, "where", item.get("where", {}))
+    predicate = item["predicate"]
+    if not isinstance(predicate, list) or not predicate:
+        raise w.err("predicate", "must be a non-empty list of comparisons; allowed operators: "
+                    f"{', '.join(OPS)}")
+    comparisons = tuple(_comparison(w, f"predicate[{j}]", c, bool(where))
+                        for j, c in enumerate(predicate))
+    return Claim(id=claim_id, claim=_text(w, "claim", item["claim"]),
+                 paper=_paper(w, item["paper"]), suite=suite,
+                 task=_name(w, "task", item["task"]), metric=_name(w, "metric", item["metric"]),
+                 predicate=comparisons, notes=_text(w, "notes", item.get("notes", ""), empty=True),
+                 where=where)
+
+
+def _keys(w: _Where, field_: str, value: dict[str, Any], allowed: Iterable[str]) -> None:
+    allowed = tuple(allowed)
+    unknown = [k for k in value if k not in allowed]
+    if unknown:
+        raise w.err(f"{field_}.{unknown[0]}" if field_ != "(claim)" else unknown[0],
+                    f"unknown key; allowed: {', '.join(allowed)}")
+
+
+def _text(w: _Where, field_: str, value: Any, *, empty: bool = False) -> str:
+    if not isinstance(value, str) or (not empty and not value.strip()):
+        raise w.err(field_, f"must be a {'' if empty else 'non-empty '}string, got {value!r}")
+    return " ".join(value.split())
+
+
+def _name(w: _Where, field_: str, value: Any) -> str:
+    if not isinstance(value, str) or not NAME_RE.match(value):
+        raise w.err(field_, f"must be a name (letters, digits, _ . -), got {value!r}")
+    return value
+
+
+def _number(w: _Where, field_: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise w.err(field_, f"must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _mapping_of_scalars(w: _Where, field_: str, value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict) or not all(
+            isinstance(v, (str, int, float, bool)) for v in value.values()):
+        raise w.err(field_, "must be a mapping of task config keys to values (strings, "
+                    f"numbers, true/false), got {value!r}")
+    return dict(value)
+
+
+def _paper(w: _Where, value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise w.err("paper", f"must be a mapping; required keys: {', '.join(PAPER_KEYS)}")
+    _keys(w, "paper", value, PAPER_KEYS)
+    for key in PAPER_KEYS:
+        if key not in value:
+            raise w.err(f"paper.{key}", f"missing; required: {', '.join(PAPER_KEYS)}")
+    year = value["year"]
+    if isinstance(year, bool) or not isinstance(year, int) or not 1900 <= year <= 2100:
+        raise w.err("paper.year", f"must be a year (an integer), got {year!r}")
+    url = _text(w, "paper.url", value["url"])
+    if not url.startswith("https://"):
+        raise w.err("paper.url", f"must be an https:// address, got {url!r}")
+    return {"title": _text(w, "paper.title", value["title"]),
+            "authors": _text(w, "paper.authors", value["authors"]), "year": year, "url": url}
+
+
+def _comparison(w: _Where, field_: str, value: Any, claim_where: bool) -> dict[str, Any]:
+    """One comparison, checked; returned with ``op`` and ``by`` made explicit."""
+    if not isinstance(value, dict):
+        raise w.err(field_, f"must be a mapping with one operator; allowed: {', '.join(OPS)}")
+    ops = [k for k in value if k in OPS]
+    if len(ops) != 1:
+        raise w.err(field_, f"must have exactly one operator, got {ops or 'none'}; allowed: "
+                    f"{', '.join(OPS)}")
+    op = ops[0]
+    _keys(w, field_, value, (op, *COMPANIONS[op], *OPTIONS))
+    out: dict[str, Any] = {"op": op}
+    if op == "better":
+        out["better"] = _name(w, f"{field_}.better", value["better"])
+        if "than" not in value:
+            raise w.err(f"{field_}.than", "missing; 'better' needs 'than' (and optionally 'by')")
+        out["than"] = _name(w, f"{field_}.than", value["than"])
+        out["by"] = _number(w, f"{field_}.by", value.get("by", 0))
+    else:
+        if "arch" not in value:
+            raise w.err(f"{field_}.arch", f"missing; '{op}' needs 'arch'")
+        out["arch"] = _name(w, f"{field_}.arch", value["arch"])
+        out[op] = _number(w, f"{field_}.{op}", value[op])
+    if "metric" in value:
+        out["metric"] = _name(w, f"{field_}.metric", value["metric"])
+    exponent = op in EXPONENT_OPS
+    if exponent and (claim_where or "where" in value or "relative_to_floor" in value):
+        option = "where" if claim_where or "where" in value else "relative_to_floor"
+        raise w.err(f"{field_}.{option}", "not allowed with an exponent operator (a derived "
+                    "figure has no task config or floor); allowed: metric")
+    if "where" in value:
+        out["where"] = _mapping_of_scalars(w, f"{field_}.where", value["where"])
+    if "relative_to_floor" in value:
+        if not isinstance(value["relative_to_floor"], bool):
+            raise w.err(f"{field_}.relative_to_floor", "must be true or false, got "
+                        f"{value['relative_to_floor']!r}")
+        out["relative_to_floor"] = value["relative_to_floor"]
+    return out
+
+
+# --- reading the database --------------------------------------------------------------------
+
+RESULT_COLUMNS = ("id", "run_id", "setting_id", "hardware_fingerprint", "arch", "arch_config",
+                  "task", "task_config", "seed", "metric", "unit", "value", "ci_low", "ci_high",
+                  "spread", "spread_kind", "n_samples", "status", "error", "extra", "device",
+                  "dtype", "threads", "created_at")
+DERIVED_COLUMNS = ("id", "hardware_fingerprint", "task", "metric", "kind", "arch", "value",
+                   "unit", "method", "points", "series")
+
+
+def _result_rows(engine: Engine, task: str, archs: set[str],
+                 metrics: set[str]) -> list[dict[str, Any]]:
+    """Rows of ``task`` for these variants and metrics, oldest first, each with its run's
+    suite (None if the run is not recorded)."""
+    r, runs = db.Result.__table__, db.Run.__table__
+    stmt = (select(*(r.c[c] for c in RESULT_COLUMNS), runs.c.suite)
+            .select_from(r.outerjoin(runs, runs.c.run_id == r.c.run_id))
+            .where(r.c.task == task, r.c.arch.in_(sorted(archs)),
+                   r.c.metric.in_(sorted(metrics)))
+            .order_by(r.c.id))
+    with engine.connect() as conn:
+        return [dict(row) for row in conn.execute(stmt).mappings()]
+
+
+def _exponents(engine: Engine, task: str) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """(fingerprint, metric, arch) -> the newest scaling exponent of ``task``."""
+    d = db.Derived.__table__
+    stmt = (select(*(d.c[c] for c in DERIVED_COLUMNS))
+            .where(d.c.task == task, d.c.kind == "scaling_exponent").order_by(d.c.id))
+    with engine.connect() as conn:
+        return {(row["hardware_fingerprint"], row["metric"], row["arch"]): dict(row)
+                for row in conn.execute(stmt).mappings()}  # newest last wins
+
+
+def _machines(engine: Engine) -> dict[str, list[str]]:
+    """task -> the fingerprints with any row of it."""
+    r = db.Result.__table__.c
+    stmt = select(r.task, r.hardware_fingerprint).distinct()
+    out: dict[str, list[str]] = {}
+    with engine.connect() as conn:
+        for task, fp in conn.execute(stmt):
+            out.setdefault(task, []).append(fp)
+    return {task: sorted(fps) for task, fps in out.items()}
+
+
+# --- evaluating ------------------------------------------------------------------------------
+
+
+@dataclass
+class _Operand:
+    """One side of a comparison: its value, or why there is none, and its evidence."""
+
+    label: str
+    value: float | None
+    missing: str | None
+    evidence: list[dict[str, Any]]
+
+
+def _operands(c: dict[str, Any]) -> list[str]:
+    return [c["better"], c["than"]] if c["op"] == "better" else [c["arch"]]
+
+
+def _needs(claim: Claim) -> tuple[set[str], set[str]]:
+    archs = {a for c in claim.predicate for a in _operands(c)}
+    metrics = {c.get("metric", claim.metric) for c in claim.predicate}
+    return archs, metrics
+
+
+def _matches(config: Any, where: dict[str, Any]) -> bool:
+    """Every ``where`` key is in the config with an equal value (true is not 1)."""
+    config = config if isinstance(config, dict) else {}
+    return all(k in config and config[k] == v
+               and isinstance(config[k], bool) == isinstance(v, bool) for k, v in where.items())
+
+
+def _setting(row: dict[str, Any]) -> str:
+    return row["setting_id"] or setting_id(row)
+
+
+def _result_evidence(row: dict[str, Any], used: bool) -> dict[str, Any]:
+    """The facts a reader needs of one row."""
+    extra = row.get("extra") or {}
+    out = {"kind": "result", "arch": row["arch"], "task": row["task"], "metric": row["metric"],
+           "value": row["value"], "unit": row["unit"], "ci_low": row["ci_low"],
+           "ci_high": row["ci_high"], "spread": row["spread"], "spread_kind": row["spread_kind"],
+           "n_samples": row["n_samples"], "seed": row["seed"], "task_config": row["task_config"],
+           "arch_config": row["arch_config"], "run_id": row["run_id"], "suite": row["suite"],
+           "status": row["status"], "error": row["error"], "result_id": row["id"],
+           "used": used}
+    for key in ("floor", "chance"):
+        if isinstance(extra, dict) and key in extra:
+            out[key] = extra[key]
+    return out
+
+
+def _describe(arch: str, metric: str, where: dict[str, Any], floor: bool) -> str:
+    cond = ", ".join(f"{k}={v}" for k, v in where.items())
+    label = f"{arch} {metric}" + (" above floor" if floor else "")
+    return f"{label} ({cond})" if cond else label
+
+
+def _result_operand(rows: list[dict[str, Any]], claim: Claim, arch: str, metric: str,
+                    where: dict[str, Any], floor: bool) -> _Operand:
+    """The value of one variant by the rules of the module docstring."""
+    label = _describe(arch, metric, where, floor)
+    mine = [r for r in rows if r["arch"] == arch and r["metric"] == metric
+            and _matches(r["task_config"], where)]
+    if not mine:
+        return _Operand(label, None, f"no {label} row", [])
+    pool = [r for r in mine if r["suite"] == claim.suite] or mine
+    done = [r for r in pool if r["status"] in db.DONE_STATUSES and r["value"] is not None]
+    if not done:
+        last = pool[-1]
+        error = (last["error"] or "").strip().splitlines()
+        why = f": {error[0][:120]}" if error else ""
+        return _Operand(label, None, f"{label} is {last['status']}{why}",
+                        [_result_evidence(last, False)])
+    setting = _setting(done[-1])
+    by_seed = {r["seed"]: r for r in done if _setting(r) == setting}  # newest last wins
+    chosen = [by_seed[s] for s in sorted(by_seed)]
+    evidence = [_result_evidence(r, True) for r in chosen]
+    values = []
+    for row in chosen:
+        value = float(row["value"])
+        if floor:
+            extra_floor = (row.get("extra") or {}).get("floor")
+            if not isinstance(extra_floor, (int, float)) or isinstance(extra_floor, bool):
+                return _Operand(label, None, f"{label}: row {row['id']} has no floor", evidence)
+            value -= float(extra_floor)
+        values.append(value)
+    return _Operand(label, sum(values) / len(values), None, evidence)
+
+
+def _exponent_operand(exponents: dict[tuple[str, str, str], dict[str, Any]], fp: str,
+                      arch: str, metric: str) -> _Operand:
+    label = f"{arch} scaling exponent of {metric}"
+    row = exponents.get((fp, metric, arch))
+    if row is None:
+        return _Operand(label, None, f"no {label} (needs a sweep over >= 3 lengths)", [])
+    evidence = [{"kind": "scaling_exponent", "arch": arch, "task": row["task"],
+                 "metric": metric, "value": row["value"], "method": row["method"],
+                 "points": row["points"], "series": row["series"], "status": "derived",
+                 "derived_id": row["id"], "used": row["value"] is not None}]
+    if row["value"] is None:
+        return _Operand(label, None, f"{label} could not be fitted", evidence)
+    return _Operand(label, float(row["value"]), None, evidence)
+
+
+def _check(c: dict[str, Any], sides: list[_Operand]) -> tuple[bool, str]:
+    """Whether one comparison holds, and a short account of it (value, then what is needed)."""
+    op = c["op"]
+    if op == "better":
+        a, b = sides
+        diff = a.value - b.value  # type: ignore[operator]
+        return diff >= c["by"], (f"{a.label} {a.value:.3g} - {b.label} {b.value:.3g} = "
+                                 f"{diff:+.3g} (needs >= {c['by']:+.3g})")
+    side = sides[0]
+    bound = c[op]
+    at_least = op.endswith("at_least")
+    ok = side.value >= bound if at_least else side.value <= bound  # type: ignore[operator]
+    return ok, f"{side.label} {side.value:.3g} (needs {'>=' if at_least else '<='} {bound:.3g})"
+
+
+def _verdict(claim: Claim, fp: str, rows: list[dict[str, Any]],
+             exponents: dict[tuple[str, str, str], dict[str, Any]]) -> Verdict:
+    """One claim on one machine."""
+    mine = [r for r in rows if r["hardware_fingerprint"] == fp]
+    evidence: list[dict[str, Any]] = []
+    seen: set[tuple[str, Any]] = set()
+    missing: list[str] = []
+    checks: list[tuple[bool, str]] = []
+    for c in claim.predicate:
+        metric = c.get("metric", claim.metric)
+        if c["op"] in EXPONENT_OPS:
+            sides = [_exponent_operand(exponents, fp, c["arch"], metric)]
+        else:
+            where = {**claim.where, **c.get("where", {})}
+            floor = c.get("relative_to_floor", False)
+            sides = [_result_operand(mine, claim, a, metric, where, floor) for a in _operands(c)]
+        for side in sides:
+            for ev in side.evidence:
+                key = (ev["kind"], ev.get("result_id", ev.get("derived_id")))
+                if key not in seen:
+                    seen.add(key)
+                    evidence.append(ev)
+            if side.missing and side.missing not in missing:
+                missing.append(side.missing)
+        if not any(s.missing for s in sides):
+            checks.append(_check(c, sides))
+    if missing:
+        return Verdict(claim, fp, NOT_RUN, "no evidence: " + "; ".join(missing)
+                       + f" (run suite {claim.suite})", evidence)
+    failed = [text for ok, text in checks if not ok]
+    if failed:
+        return Verdict(claim, fp, NOT_REPRODUCED, "fails: " + "; ".join(failed), evidence)
+    return Verdict(claim, fp, REPRODUCED, "holds: " + "; ".join(t for _, t in checks), evidence)
+
+
+def evaluate(engine: Engine, claims: list[Claim] | None = None) -> list[Verdict]:
+    """Verdicts of ``claims`` (default: the shipped ones), in claim order, then machine order:
+    one per claim per machine with any row of the claim's task, or one "not run" verdict with
+    machine None when no machine has any."""
+    claims = load() if claims is None else claims
+    machines = _machines(engine)
+    out: list[Verdict] = []
+    cache: dict[tuple[str, tuple[str, ...], tuple[str, ...]], list[dict[str, Any]]] = {}
+    for claim in claims:
+        fps = machines.get(claim.task, [])
+        if not fps:
+            out.append(Verdict(claim, None, NOT_RUN, f"no results of task {claim.task} in this "
+                               f"database (run suite {claim.suite})", []))
+            continue
+        archs, metrics = _needs(claim)
+        key = (claim.task, tuple(sorted(archs)), tuple(sorted(metrics)))
+        if key not in cache:
+            cache[key] = _result_rows(engine, claim.task, archs, metrics)
+        exponents = (_exponents(engine, claim.task)
+                     if any(c["op"] in EXPONENT_OPS for c in claim.predicate) else {})
+        out.extend(_verdict(claim, fp, cache[key], exponents) for fp in fps)
+    return out
+
+
+# --- showing ---------------------------------------------------------------------------------
+
+
+def as_text(verdicts: Iterable[Verdict], width: int = 100) -> str:
+    """A terminal table: claim, machine (first 12 characters of its fingerprint) and status on
+    one line, the reason under it (indented, wrapped to ``width``), then the counts."""
+    verdicts = list(verdicts)
+    if not verdicts:
+        return "no claims"
+    rows = [(v.claim.id, (v.machine or "-")[:12], v.status, v.reason) for v in verdicts]
+    head = ("claim", "machine", "status")
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)).rstrip()]
+    for row in rows:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row[:3], widths, strict=True)).rstrip())
+        lines.extend(textwrap.wrap(row[3], width=width, initial_indent="    ",
+                                   subsequent_indent="      "))
+    counts = {s: sum(v.status == s for v in verdicts) for s in STATUSES}
+    lines.append(", ".join(f"{n} {s}" for s, n in counts.items()))
+    return "\n".join(lines)
