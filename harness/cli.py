@@ -263,7 +263,7 @@ def _run(args: argparse.Namespace, url: str, memory_limit: int | None, spawner: 
         )
     from harness import derive
 
-    derived = derive.refresh(engine, report.code_version)
+    derived = derive.refresh(engine, report.code_version, run_id=report.run_id)
     counts = ", ".join(f"{k} {v}" for k, v in sorted(report.statuses.items())) or "nothing new"
     elsewhere = (f", {report.elsewhere} held or finished by another runner"
                  if report.elsewhere else "")

@@ -20,6 +20,7 @@ machines need clocks in step to well within a lease (NTP is plenty).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -466,8 +467,9 @@ def _engine(url: str) -> Engine:
     if backend not in ("sqlite", "postgresql"):
         raise ValueError(f"archbench stores results in SQLite or PostgreSQL, not {backend!r}")
     if backend == "postgresql":
-        return create_engine(url)
-    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
+        return create_engine(url, json_serializer=_json_dumps)
+    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S},
+                           json_serializer=_json_dumps)
 
     # SQLite: the driver's own transaction handling is switched off so that write transactions
     # can begin IMMEDIATE (taking the write lock up front, waiting up to the busy timeout for
@@ -484,6 +486,12 @@ def _engine(url: str) -> Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
     return engine
+
+
+def _json_dumps(value: Any) -> str:
+    """JSON columns are stored with sorted keys (since schema 3): the stored text is then the
+    canonical text, which exports pass through without decoding."""
+    return json.dumps(value, sort_keys=True)
 
 
 def _sqlite_wal(dbapi_conn: Any) -> None:

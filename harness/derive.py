@@ -6,16 +6,21 @@ its points are the newest ``ok`` value at each length. Measured, not quoted from
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import defaultdict
 from itertools import combinations
 from typing import Any
 
+from sqlalchemy import and_, delete, func, insert, or_, select
 from sqlalchemy.engine import Engine
 
-from harness import db
+from harness import db, queries
 from harness.plan import canonical_hash
 from harness.stats import loglog_slope, mean_ci
+from harness.values import MAX_PATHS, sanitize
+
+log = logging.getLogger(__name__)
 
 LENGTH_KEYS = ("seq_len", "context_len")  # the task config keys a sweep varies
 SWEPT_METRICS = ("latency_ms", "latency_vs_ref", "peak_memory_mib", "state_bytes_measured")
@@ -169,13 +174,76 @@ def achieved(rows: list[dict[str, Any]], peaks: dict[tuple, float],
     return out
 
 
-def refresh(engine: Engine, code_version: str) -> int:
-    """Recompute and store every fingerprint's derived figures; returns the row count."""
-    rows = db.results(engine)
-    computed = compute(rows, code_version)
-    for extra_rows in (achieved(rows, db.peaks(engine), code_version),
-                       seed_means(rows, code_version)):
+ACHIEVED_INPUTS = (("flops", "forward_flops_per_token"), ("prefill_latency", "tokens_per_s"))
+ACHIEVED_KINDS = ("achieved_flops_per_s", "fraction_of_peak")
+
+
+def _figures(engine: Engine, code_version: str, pairs: set[tuple[str, str]] | None,
+             fps: set[str] | None) -> dict[str, list[dict[str, Any]]]:
+    """Derived figures of the sweeps and seed means of ``pairs`` ((fingerprint, task); every
+    one for None) and the achieved FLOP/s of ``fps`` (every one for None), per fingerprint in
+    the order a full recompute lists them. Reads only the rows and columns these need."""
+    computed = compute(queries.sweep_rows(engine, SWEPT_METRICS, pairs=pairs), code_version)
+    achieved_rows = queries.shape_rows(engine, ACHIEVED_INPUTS, fps)
+    for extra_rows in (achieved(achieved_rows, db.peaks(engine), code_version),
+                       seed_means(queries.seed_rows(engine, pairs), code_version)):
         for fp, extra in extra_rows.items():
             computed.setdefault(fp, []).extend(extra)
-    fingerprints = {r["hardware_fingerprint"] for r in rows}
-    return sum(db.replace_derived(engine, fp, computed.get(fp, [])) for fp in fingerprints)
+    return computed
+
+
+def _count(engine: Engine) -> int:
+    """Derived figures of every fingerprint that has results (what a full refresh wrote)."""
+    d = db.Derived.__table__
+    stmt = select(func.count()).select_from(d).where(d.c.hardware_fingerprint.in_(
+        select(db.Result.__table__.c.hardware_fingerprint).distinct()))
+    with engine.connect() as conn:
+        return conn.scalar(stmt) or 0
+
+
+def _sanitized(fp: str, row: dict[str, Any]) -> dict[str, Any]:
+    """A derived row made portable as ``db.replace_derived`` makes it (changes logged)."""
+    out, notes, non_finite = sanitize(db.Derived, {"hardware_fingerprint": fp, **row})
+    if non_finite:
+        notes.append("non-finite numbers stored as null at " + ", ".join(non_finite[:MAX_PATHS]))
+    if notes:
+        log.warning("derived figure stored with changes: %s", "; ".join(notes))
+    return out
+
+
+def refresh(engine: Engine, code_version: str, run_id: str | None = None) -> int:
+    """Recompute and store derived figures; returns how many derived figures the
+    fingerprints with results now have.
+
+    Without ``run_id``: every fingerprint's figures, recomputed as a whole. With ``run_id``
+    (the run just stored): only the series that run touched, i.e. the sweeps and seed means of
+    each (fingerprint, task) it stored rows for and the achieved FLOP/s of each fingerprint it
+    ran on (the matmul peak may have been re-measured), replacing just those derived rows in
+    one transaction; the other figures are left as they were (with the code version that
+    computed them). Both read only the columns and newest rows they need."""
+    if run_id is None:
+        computed = _figures(engine, code_version, None, None)
+        fps = queries.fingerprints(engine)
+        return sum(db.replace_derived(engine, fp, computed.get(fp, [])) for fp in fps)
+    pairs = queries.touched_pairs(engine, run_id)
+    if not pairs:
+        return _count(engine)
+    fps = {fp for fp, _ in pairs}
+    computed = _figures(engine, code_version, pairs, fps)
+    rows = [_sanitized(fp, row) for fp in sorted(computed) if fp in fps
+            for row in computed[fp]
+            if (fp, row["task"]) in pairs or row["kind"] in ACHIEVED_KINDS]
+    d = db.Derived.__table__
+    c = d.c
+    with db._writing(engine) as conn:
+        for fp in sorted(fps):
+            tasks = sorted(t for f, t in pairs if f == fp)
+            conn.execute(delete(d).where(c.hardware_fingerprint == fp, or_(
+                and_(c.task.in_(tasks), c.kind.not_in(ACHIEVED_KINDS)),
+                c.kind.in_(ACHIEVED_KINDS))))
+        by_keys: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+        for row in rows:  # executemany needs one key set per statement
+            by_keys[tuple(row)].append(row)
+        for same in by_keys.values():
+            conn.execute(insert(d), same)
+    return _count(engine)

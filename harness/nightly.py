@@ -327,7 +327,8 @@ def run_nightly(cfg: NightlyConfig, url: str, plugins: tuple[str, ...] = (),
                                          + ", ".join(f"{v} {k}" for k, v in failed.items()))
                 if r["interrupted"]:
                     report.errors.append(f"{r['suite']}: interrupted")
-            derive.refresh(engine, report.code_version)
+            for r in report.runs:  # incremental: what each run touched
+                derive.refresh(engine, report.code_version, run_id=r["run_id"])
             if cfg.site:
                 report.site = str(render.build(engine, cfg.base / cfg.site).parent)
         except Exception as err:  # noqa: BLE001 - reported with exit 2, never lost

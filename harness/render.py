@@ -19,7 +19,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from sqlalchemy.engine import Engine
 
-from harness import db
+from harness import db, queries
 from harness.outputs import (  # noqa: F401 - re-exported: site callers name them here
     MARKER_TEXT,
     SITE_MARKER,
@@ -291,6 +291,9 @@ def leaderboards(rows: list[dict[str, Any]], hardware: dict[str, dict[str, Any]]
     metrics_by_task: dict[str, set[str]] = defaultdict(set)
     for (_, _, task, metric) in newest:
         metrics_by_task[task].add(metric)
+    first_arch: dict[tuple[str, str, str], dict[str, Any]] = {}  # the sample of a column
+    for k in sorted(newest):
+        first_arch.setdefault((k[0], k[2], k[3]), newest[k])
     boards = []
     for fp in sorted({k[0] for k in newest}):
         archs = sorted({k[1] for k in newest if k[0] == fp})
@@ -298,8 +301,7 @@ def leaderboards(rows: list[dict[str, Any]], hardware: dict[str, dict[str, Any]]
         columns = []
         for task in task_names:
             metric = headline_of(task, metrics_by_task[task])
-            sample = next((newest[k] for k in sorted(newest)
-                           if k[0] == fp and k[2] == task and k[3] == metric), None)
+            sample = first_arch.get((fp, task, metric))
             extra = (sample or {}).get("extra") or {}
             ranked, why = task_ranking(task)
             columns.append({"task": task, "metric": metric,
@@ -372,19 +374,30 @@ def arch_info(name: str) -> dict[str, Any]:
 
 
 def scaling_boards(rows: list[dict[str, Any]], derived: list[dict[str, Any]],
-                   hardware: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per sweep group: a log-log plot, the exponents and the crossover lengths."""
+                   hardware: dict[str, dict[str, Any]],
+                   units: dict[tuple[str, str], str] | None = None) -> list[dict[str, Any]]:
+    """Per sweep group: a log-log plot, the exponents and the crossover lengths.
+
+    ``rows``: every result row oldest first, or just the newest ``ok`` sweep rows
+    (``queries.sweep_rows``) with ``units``, (task, metric) -> unit of the oldest row of each
+    (``queries.first_units``); without ``units`` they are looked up in ``rows``."""
     from harness.derive import sweep_series
     from harness.plots import loglog
 
     marked = marked_points(rows)
+    by_series: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for d in derived:
+        by_series[(d["hardware_fingerprint"], d["task"], d["metric"], d["series"])].append(d)
     boards = []
     for (fp, task, metric, series, key), by_arch in sorted(sweep_series(rows).items()):
         if max(len(p) for p in by_arch.values()) < 2:
             continue
-        mine = [d for d in derived if d["hardware_fingerprint"] == fp and d["task"] == task
-                and d["metric"] == metric and d["series"] == series]
-        unit = next((r["unit"] for r in rows if r["task"] == task and r["metric"] == metric), "")
+        mine = by_series.get((fp, task, metric, series), [])
+        if units is not None:
+            unit = units.get((task, metric), "")
+        else:
+            unit = next((r["unit"] for r in rows if r["task"] == task and r["metric"] == metric),
+                        "")
         boards.append({
             "fingerprint": fp, "hardware": hardware.get(fp, {}), "task": task, "metric": metric,
             "key": key, "svg": loglog(by_arch, key, f"{metric} ({unit})"),
@@ -453,8 +466,13 @@ def build(engine: Engine, out: Path) -> Path:
 
 
 def render_into(engine: Engine, out: Path, assets: Path) -> None:
-    """Write every page of the site into the empty folder ``out``."""
-    rows = db.results(engine)
+    """Write every page of the site into the empty folder ``out``.
+
+    Reads only what the pages show (``harness.queries``): the newest row per (hardware,
+    architecture, task, metric) and the newest ``ok`` sweep points, without their samples."""
+    from harness.derive import SWEPT_METRICS
+
+    rows = queries.latest_rows(engine)  # newest per (hardware, arch, task, metric), no samples
     hardware = db.hardware(engine)
     env = Environment(loader=FileSystemLoader(assets / "templates"), autoescape=True,
                       undefined=StrictUndefined, keep_trailing_newline=True)
@@ -466,12 +484,14 @@ def render_into(engine: Engine, out: Path, assets: Path) -> None:
     files = unique_slugs(pages)
     derived = db.derived(engine)
     inside(out, "index.html").write_text(env.get_template("index.html").render(
-        boards=leaderboards(rows, hardware, derived), n_results=len(rows), root=".",
-        archs=sorted(pages)))
+        boards=leaderboards(rows, hardware, derived), n_results=queries.count_results(engine),
+        root=".", archs=sorted(pages)))
     inside(out, "capability.html").write_text(env.get_template("capability.html").render(
         boards=leaderboards(rows, hardware, derived, kind="accuracy"), root="."))
     inside(out, "scaling.html").write_text(env.get_template("scaling.html").render(
-        boards=scaling_boards(rows, derived, hardware), achieved=achieved_rows(derived),
+        boards=scaling_boards(queries.sweep_rows(engine, SWEPT_METRICS, queries.columns_except()),
+                              derived, hardware, queries.first_units(engine)),
+        achieved=achieved_rows(derived),
         root="."))
     inside(out, "arch").mkdir()
     for name, arch_rows in sorted(pages.items()):

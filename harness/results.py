@@ -8,7 +8,7 @@ offset; they are UTC).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import date, datetime, timezone
 from typing import Any
 
@@ -59,11 +59,13 @@ def _values(name: str, value: str | Iterable[str]) -> list[str]:
 
 def query(*, suite: str | Iterable[str] | None = None, task: str | Iterable[str] | None = None,
           arch: str | Iterable[str] | None = None, since: datetime | date | str | None = None,
-          status: str | Iterable[str] | None = None) -> Select:
+          status: str | Iterable[str] | None = None,
+          columns: Sequence[Any] | None = None) -> Select:
     """The SELECT of the result rows these filters keep, oldest first (by id). Each name
-    filter takes one name or a list of names; ``since`` keeps rows created at or after it."""
+    filter takes one name or a list of names; ``since`` keeps rows created at or after it.
+    ``columns``: what to select (column expressions; every ``results`` column by default)."""
     r = db.Result.__table__
-    stmt = select(*r.columns)
+    stmt = select(*(r.columns if columns is None else columns))
     if suite is not None:
         runs = db.Run.__table__
         stmt = stmt.join(runs, runs.c.run_id == r.c.run_id) \
@@ -88,10 +90,18 @@ def active(filters: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in filters.items() if v is not None}
 
 
-def rows(engine: Engine, **filters: Any) -> list[dict[str, Any]]:
+def rows(engine: Engine, *, columns: Sequence[Any] | None = None, chunk_rows: int | None = None,
+         **filters: Any) -> Any:
     """Every result row the filters keep (see :func:`query`) as a dict of all ``results``
-    columns, oldest first; timestamps aware UTC, JSON columns Python objects."""
-    stmt = query(**active(filters))
+    columns, oldest first; timestamps aware UTC, JSON columns Python objects.
+
+    With ``chunk_rows``: an iterator over lists of up to that many rows, read from one
+    streaming query (memory stays flat), each row a tuple of ``columns`` (column
+    expressions, every ``results`` column by default) as SQLAlchemy returns them (timestamps
+    not converted), for exports that format rows themselves."""
+    stmt = query(columns=columns, **active(filters))
+    if chunk_rows is not None:
+        return _chunks(engine, stmt, chunk_rows)
     out = []
     with engine.connect() as conn:
         for row in conn.execute(stmt).mappings():
@@ -101,6 +111,13 @@ def rows(engine: Engine, **filters: Any) -> list[dict[str, Any]]:
                     d[name] = _as_utc(d[name])
             out.append(d)
     return out
+
+
+def _chunks(engine: Engine, stmt: Select, chunk_rows: int) -> Iterator[list[Any]]:
+    with engine.connect() as conn:
+        found = conn.execution_options(yield_per=chunk_rows).execute(stmt)
+        for chunk in found.partitions():
+            yield list(chunk)
 
 
 def load(url_or_engine: str | Engine, **filters: Any) -> Any:
