@@ -1003,7 +1003,7 @@ def change_points(engine: Engine, confirmed: bool | None = None) -> list[dict[st
 
 SERIES_COLUMNS = ("id", "run_id", "cell_id", "hardware_fingerprint", "setting_id", "arch",
                   "task", "metric", "unit", "value", "higher_is_better", "samples", "seed",
-                  "n_samples", "status", "spread_kind", "created_at", "code_version")
+                  "n_samples", "status", "spread_kind", "created_at", "code_version", "extra")
 
 
 def run_rows(engine: Engine, run_ids: Iterable[str]) -> list[dict[str, Any]]:

@@ -10,7 +10,9 @@ dies):
    (:func:`harness.regress.compare`; the history restarts at the series' newest confirmed
    change point);
 3. re-measure the cells of suspected changes in a ``confirm`` run and compare again with the
-   same history; a change both runs show is confirmed (:func:`harness.regress.confirm`);
+   same history; a change both runs show is confirmed (:func:`harness.regress.confirm`),
+   unless either measurement was flagged ``contended`` (other processes used the CPU while it
+   was timed): load, not code, may explain it, so it is reported unconfirmed;
 4. store change points, write the report (Markdown and JSON) and publish the site.
 
 Exit policy (also in the README): 0 clean; 1 a confirmed regression (improvements and
@@ -43,7 +45,8 @@ log = logging.getLogger(__name__)
 
 RERUN = ("all", "changed", "none")
 CONFIG_KEYS = ("suites", "rerun", "site", "report", "regression")
-REGRESSION_KEYS = ("alpha", "min_effect", "noise_k", "window", "confirm", "metrics")
+REGRESSION_KEYS = ("alpha", "min_effect", "noise_k", "window", "confirm", "metrics",
+                   "trust_contended")
 CHANGES = ("regression", "improvement", "changed")  # verdicts worth a confirm run
 _LOCK_KEY = 0x6E696768  # pg_try_advisory_lock key of `archbench nightly`
 EXIT_CLEAN, EXIT_REGRESSION, EXIT_ERROR = 0, 1, 2
@@ -61,6 +64,7 @@ class Regression:
     window: int = 10
     confirm: bool = True
     metrics: tuple[str, ...] = ()  # the metrics watched; empty: every metric
+    trust_contended: bool = False  # True: a contended measurement may confirm a change
 
 
 @dataclass(frozen=True)
@@ -138,12 +142,15 @@ def _regression(path: Path, raw: Any) -> Regression:
     confirm = raw.get("confirm", d.confirm)
     if not isinstance(confirm, bool):
         raise _err(path, "regression.confirm", f"true or false; got {confirm!r}")
+    trust = raw.get("trust_contended", d.trust_contended)
+    if not isinstance(trust, bool):
+        raise _err(path, "regression.trust_contended", f"true or false; got {trust!r}")
     metrics = raw.get("metrics") or []
     if not isinstance(metrics, list) or not all(isinstance(m, str) and m for m in metrics):
         raise _err(path, "regression.metrics", "a list of metric names (empty: every metric)")
     return Regression(alpha=number("alpha", 0, 0.5), min_effect=number("min_effect", 0, 10),
                       noise_k=number("noise_k", 0, 100), window=number("window", 0, 1000, int),
-                      confirm=confirm, metrics=tuple(metrics))
+                      confirm=confirm, metrics=tuple(metrics), trust_contended=trust)
 
 
 # --- the lock --------------------------------------------------------------------------------
@@ -200,11 +207,12 @@ def _series(rows: list[dict[str, Any]], kinds: dict[str, str]
                                      "metric": row["metric"], "unit": row["unit"],
                                      "higher_is_better": row["higher_is_better"],
                                      "kind": kind, "values": [], "first_id": row["id"],
-                                     "cells": set(), "runs": set()})
+                                     "cells": set(), "runs": set(), "contended": False})
         entry["values"].extend(_values(row, kind))
         entry["first_id"] = min(entry["first_id"], row["id"])
         entry["cells"].add(row["cell_id"])
         entry["runs"].add(row["run_id"])
+        entry["contended"] |= bool((row.get("extra") or {}).get("contended"))
     return out
 
 
@@ -316,8 +324,12 @@ def run_nightly(cfg: NightlyConfig, url: str, plugins: tuple[str, ...] = (),
                 second = again.get(key, {}).get("verdict")
                 confirmed = (regress.confirm(first, second) if second is not None
                              else not cfg.regression.confirm)
+                contended = entry["contended"] or again.get(key, {}).get("contended", False)
+                if not cfg.regression.trust_contended:
+                    confirmed = confirmed and not contended  # load, not code, may explain it
                 change = _change_row(key, entry, first, second, confirmed, nightly_id,
                                      confirm_id)
+                change["detail"]["contended"] = contended
                 db.store_change_point(engine, change)
                 report.changes.append(_jsonable(change))
             for r in report.runs:

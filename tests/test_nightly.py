@@ -75,6 +75,8 @@ def _setup(tmp_path: Path, confirm: bool = True) -> tuple[Path, Path, Path]:
     suite = tmp_path / "nightly-test.yaml"
     suite.write_text(yaml.safe_dump(SUITE, sort_keys=False))
     config = tmp_path / "nightly.yaml"
+    # trust_contended: a sleep is not slowed by other processes, so a measurement taken while
+    # other work ran (other tests, a busy CI host) may confirm this double's change.
     # Only latency_ms is watched: a sleep does not scale with the machine's speed as the
     # reference matmul does, so this double's latency_vs_ref moves with the machine's load
     # (by 8-27% between nights while other tests ran), which real, compute-bound variants
@@ -82,7 +84,8 @@ def _setup(tmp_path: Path, confirm: bool = True) -> tuple[Path, Path, Path]:
     config.write_text(yaml.safe_dump({
         "suites": [str(suite)], "rerun": "all", "site": "site", "report": "reports",
         "regression": {"alpha": 0.01, "min_effect": 0.05, "noise_k": 3.0, "window": 10,
-                       "confirm": confirm, "metrics": ["latency_ms"]}}))
+                       "confirm": confirm, "metrics": ["latency_ms"],
+                       "trust_contended": True}}))
     return plugin, suite, config
 
 
@@ -154,6 +157,8 @@ def test_a_second_nightly_on_the_same_database_is_refused(tmp_path: Path) -> Non
     ({"suites": ["quick"], "regression": {"window": 2.5}}, "regression.window"),
     ({"suites": ["quick"], "regression": {"confirm": "yes"}}, "regression.confirm"),
     ({"suites": ["quick"], "regression": {"metrics": "latency_ms"}}, "regression.metrics"),
+    ({"suites": ["quick"], "regression": {"trust_contended": 1}},
+     "regression.trust_contended"),
 ])
 def test_bad_config_is_one_line_naming_file_and_field(tmp_path: Path, body: dict,
                                                       field: str) -> None:
@@ -169,3 +174,16 @@ def test_bad_config_is_one_line_naming_file_and_field(tmp_path: Path, body: dict
 def test_the_shipped_example_config_loads() -> None:
     cfg = nightly.load_config(ROOT / "examples" / "nightly" / "nightly.yaml")
     assert cfg.suites == ("quick",) and cfg.rerun == "all" and cfg.regression.confirm
+
+
+def test_a_contended_measurement_is_marked_on_its_series() -> None:
+    """The flag that keeps a contended measurement from confirming a change."""
+    row = {"id": 1, "hardware_fingerprint": "fp", "setting_id": "s", "metric": "latency_ms",
+           "arch": "a", "task": "prefill_latency", "unit": "ms", "higher_is_better": False,
+           "samples": [1.0] * 5, "value": 1.0, "cell_id": "c", "run_id": "r"}
+    quiet = nightly._series([{**row, "extra": {"contended": False}}], {})
+    busy = nightly._series([{**row, "extra": {"contended": False}},
+                            {**row, "id": 2, "extra": {"contended": True}}], {})
+    assert not quiet[("fp", "s", "latency_ms")]["contended"]
+    assert busy[("fp", "s", "latency_ms")]["contended"]
+    assert busy[("fp", "s", "latency_ms")]["values"] == [1.0] * 10
