@@ -16,7 +16,7 @@ from sqlalchemy import and_, delete, func, insert, or_, select
 from sqlalchemy.engine import Engine
 
 from harness import db, queries
-from harness.plan import canonical_hash
+from harness.ids import canonical_hash
 from harness.stats import loglog_slope, mean_ci
 from harness.values import MAX_PATHS, sanitize
 
