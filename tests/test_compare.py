@@ -15,7 +15,7 @@ from tests.test_db import _row
 
 
 def _store(engine, run: str, version: str, scale: float, fp: str = "fp") -> None:
-    rng = np.random.default_rng(hash((run, scale)) % 2**32)
+    rng = np.random.default_rng(sum(map(ord, run)) + int(scale * 100))  # not hash(): salted
     db.start_run(engine, run, "s", version, fp, 2)
     for arch in ("mamba", "transformer"):
         samples = list(10.0 * scale * np.exp(rng.normal(0, 0.01, 30)))
@@ -40,7 +40,8 @@ def test_two_runs_as_a_table_and_as_json(database: Path,
     assert main(["--db", str(database), "compare", "run1", "run2"]) == 0
     out = capsys.readouterr().out
     assert "A: run run1" in out and "B: run run2" in out
-    assert out.count("regression") == 2 and "1.3" in out
+    assert out.count("regression") == 2
+    assert any(f"1.{d}" in out for d in ("29", "3 ", "30", "31"))
     assert main(["--db", str(database), "compare", "git:aaa", "git:bbb", "--json"]) == 0
     table = json.loads(capsys.readouterr().out)
     assert table["a"] == "code git:aaa" and table["same_machine"]
