@@ -302,16 +302,13 @@ def run_nightly(cfg: NightlyConfig, url: str, plugins: tuple[str, ...] = (),
             suspects = {k: e for k, e in found.items() if e["verdict"].change in CHANGES}
             confirm_id, again = None, {}
             if suspects and cfg.regression.confirm:
-                cells = [c for cells in planned.values() for c in cells
-                         if any(c.cell_id in e["cells"] for e in suspects.values())]
-                by_suite = defaultdict(list)
-                for s in suites:
-                    by_suite[s.name] = [c for c in planned[s.name] if c in cells]
+                suspect_cells = set().union(*(e["cells"] for e in suspects.values()))
                 confirm_runs = set()
                 for s in suites:
-                    if not by_suite[s.name]:
+                    again_cells = [c for c in planned[s.name] if c.cell_id in suspect_cells]
+                    if not again_cells:
                         continue
-                    result = _run_suite(runner, engine, s, by_suite[s.name], "all", "confirm",
+                    result = _run_suite(runner, engine, s, again_cells, "all", "confirm",
                                         nightly_id, plugins, suite.as_record(s))
                     confirm_runs.add(result.run_id)
                     report.runs.append(_run_summary(result, s.name, "confirm"))
