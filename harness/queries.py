@@ -81,8 +81,8 @@ def count_results(engine: Engine) -> int:
 
 
 def latest_rows(engine: Engine, columns: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    """Newest row per (hardware, architecture, task, metric), oldest first: what the
-    leaderboards and architecture pages show (``render.latest`` of every row)."""
+    """Newest row per (hardware, architecture, task, metric), oldest first (a fold of every
+    row in id order keeping the last of each key)."""
     return newest_rows(engine, LATEST_KEY, columns or columns_except())
 
 
@@ -151,3 +151,61 @@ def fingerprints(engine: Engine) -> set[str]:
     """Every hardware fingerprint that has results."""
     with engine.connect() as conn:
         return set(conn.scalars(select(R.c.hardware_fingerprint).distinct()))
+
+
+# --- boards (harness.boards) -----------------------------------------------------------------
+
+BOARD_KEY = ("hardware_fingerprint", "arch", "arch_config", "task", "task_config", "device",
+             "dtype", "threads", "metric", "seed")
+
+
+def board_rows(engine: Engine, columns: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Per (machine, setting, metric, seed, run config) the newest finished row and the newest
+    row of any status (often the same one), oldest first, without samples: what
+    ``boards.group`` picks the newest version's seeds from. A seed whose newest row is of an
+    older version than the newest row of its setting is then left out, as it should be; only
+    where versions were run out of order (an older version re-run after a newer one) does a
+    seed of the newest version hide behind a newer row of another."""
+    done = R.c.status.in_(db.DONE_STATUSES)
+    runs = db.Run.__table__
+    # the run's planned suite (its model section is the board's budget): rows of one setting
+    # and seed stored by suites of different budgets are kept apart
+    ids = (select(func.max(R.c.id))
+           .select_from(R.outerjoin(runs, runs.c.run_id == R.c.run_id))
+           .group_by(*(_key(k) for k in BOARD_KEY), done, cast(runs.c.config, Text)))
+    stmt = (select(*(R.c[c] for c in columns or columns_except()))
+            .where(R.c.id.in_(ids.scalar_subquery())).order_by(R.c.id))
+    return fetch(engine, stmt)
+
+
+def run_facts(engine: Engine) -> dict[str, dict[str, Any]]:
+    """run id -> suite, config (the suite as planned, since schema 3), started_at, status."""
+    runs = db.Run.__table__
+    stmt = select(runs.c.run_id, runs.c.suite, runs.c.config, runs.c.started_at, runs.c.status)
+    return {r["run_id"]: r for r in fetch(engine, stmt)}
+
+
+def newest_volatile(engine: Engine) -> dict[str, dict[str, Any]]:
+    """Hardware fingerprint -> the volatile facts (load, clocks, energy meter...) of its newest
+    row that recorded any, with that row's id and run."""
+    ids = (select(func.max(R.c.id))
+           .where(R.c.volatile.is_not(None), cast(R.c.volatile, Text) != "null")
+           .group_by(R.c.hardware_fingerprint).scalar_subquery())
+    stmt = select(R.c.hardware_fingerprint, R.c.run_id, R.c.volatile).where(R.c.id.in_(ids))
+    return {r["hardware_fingerprint"]: r for r in fetch(engine, stmt)
+            if isinstance(r["volatile"], dict) and r["volatile"]}
+
+
+def claim_rows(engine: Engine, wanted: Sequence[tuple[str, Sequence[str], Sequence[str]]],
+               columns: Sequence[str]) -> list[dict[str, Any]]:
+    """Rows (``columns`` and their run's suite) of each (task, variants, metrics) in
+    ``wanted``, oldest first, in one query: what ``claims`` reads claim by claim."""
+    if not wanted:
+        return []
+    runs = db.Run.__table__
+    stmt = (select(*(R.c[c] for c in columns), runs.c.suite)
+            .select_from(R.outerjoin(runs, runs.c.run_id == R.c.run_id))
+            .where(or_(*(and_(R.c.task == t, R.c.arch.in_(list(a)), R.c.metric.in_(list(m)))
+                         for t, a, m in wanted)))
+            .order_by(R.c.id))
+    return fetch(engine, stmt)

@@ -1,5 +1,9 @@
 """Static leaderboard site: a pure function of the database (STYLE rule 10).
 
+Pages: the index (boards per machine, ``harness.boards``), a page per task, variant and machine,
+the claims, scaling and changes pages; each board's rows as a CSV file. Metadata comes from the
+stored catalog (``db.catalog``), never from the registries.
+
 ``build(engine, out)`` renders Jinja2 templates (autoescaped, StrictUndefined) from sorted rows
 into a fresh folder beside ``out``, then swaps it in, so two builds of the same data are identical
 and a failed build never leaves half a site. It replaces only an empty folder or an earlier
@@ -9,17 +13,32 @@ one of its parents, or the home folder. File names come from ``slug``, never raw
 
 from __future__ import annotations
 
-import json
-import math
 import shutil
 from collections import defaultdict
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from sqlalchemy.engine import Engine
 
-from harness import db, queries
+from harness import boards as boards_mod
+from harness import claims, db, pages, queries
+from harness.cells import (  # noqa: F401 - re-exported: site callers name them here
+    TIMED_UNITS,
+    baseline_note,
+    cell_view,
+    ci_text,
+    contention_note,
+    flags,
+    fmt,
+    is_timed,
+    ref_view,
+    seed_view,
+    shade,
+    timing_flags,
+    training_note,
+)
 from harness.outputs import (  # noqa: F401 - re-exported: site callers name them here
     MARKER_TEXT,
     SITE_MARKER,
@@ -35,9 +54,6 @@ from harness.outputs import (  # noqa: F401 - re-exported: site callers name the
 )
 from harness.stats import NOISY_IQR_OVER_MEDIAN
 
-TIMED_UNITS = frozenset({"ms", "tokens/s", "x reference"})
-
-
 PACKAGE_ASSETS = Path(__file__).resolve().parent / "site_assets"  # wheel install
 SOURCE_ASSETS = Path(__file__).resolve().parent.parent / "site"  # source checkout
 
@@ -47,385 +63,6 @@ def assets_dir() -> Path:
         if (path / "templates").is_dir():
             return path
     raise FileNotFoundError("site templates not found (looked in harness/site_assets and site/)")
-
-
-def fmt(value: float | None, digits: int = 3) -> str:
-    """Significant-digit formatting that keeps large and small numbers readable."""
-    if value is None or not math.isfinite(value):
-        return "-"
-    if value == 0:
-        return "0"
-    magnitude = math.floor(math.log10(abs(value)))
-    if magnitude >= 5 or magnitude <= -4:
-        return f"{value:.{digits - 1}e}"
-    decimals = max(0, digits - 1 - magnitude)
-    return f"{value:,.{decimals}f}"
-
-
-def latest(rows: list[dict[str, Any]]) -> dict[tuple[str, str, str, str], dict[str, Any]]:
-    """Newest row per (hardware, architecture, task, metric); rows come oldest first."""
-    out: dict[tuple[str, str, str, str], dict[str, Any]] = {}
-    for row in rows:
-        out[(row["hardware_fingerprint"], row["arch"], row["task"], row["metric"])] = row
-    return out
-
-
-def headline_of(task: str, metrics: set[str]) -> str:
-    try:
-        import tasks
-
-        return tasks.get(task).headline
-    except KeyError:
-        return sorted(metrics)[0]
-
-
-def shade(column: dict[str, Any], value: float | None, floor: float | None = None) -> str | None:
-    """Heat-map background for fractions where higher is better, red at the task's trivial
-    floor (0 when the row has none) to green at 1; none for an unranked task."""
-    if value is None or column["unit"] != "fraction" or column["higher_is_better"] is not True:
-        return None
-    if not column.get("ranked", True):
-        return None
-    low = floor if floor is not None and floor < 1 else 0.0
-    frac = (value - low) / (1 - low)
-    return f"hsl({round(120 * min(max(frac, 0.0), 1.0))}, 60%, 85%)"
-
-
-def flags(row: dict[str, Any] | None) -> list[dict[str, str]]:
-    """Marks a reader must see beside a row's number: for a trained row not converged, not
-    learned in range (length generalisation is then not what failed); for a timed row noisy,
-    contended, CI target missed (``timing_flags``)."""
-    extra = (row or {}).get("extra") or {}
-    out = []
-    if extra.get("not_converged"):
-        out.append({"mark": "not converged", "kind": "training",
-                    "why": extra.get("convergence", "")})
-    if extra.get("learned_in_range") is False:
-        out.append({"mark": "not learned in range", "kind": "training",
-                    "why": f"in-range accuracy {fmt(extra.get('accuracy_in_range'))} < 0.9: the "
-                           "model never learned the task, so this is not a length "
-                           "generalisation result"})
-    if row is not None and row["status"] == "ok":
-        out.extend(timing_flags(row))
-    return out
-
-
-def is_timed(row: dict[str, Any]) -> bool:
-    """A latency or throughput figure: it is shown with its CI and its trust marks."""
-    return row["unit"] in TIMED_UNITS or "noisy" in (row.get("extra") or {})
-
-
-def _plain(value: Any) -> str:
-    """A stored fact as short text: numbers through ``fmt``, containers as sorted JSON."""
-    if isinstance(value, bool) or value is None:
-        return str(value).lower()
-    if isinstance(value, (int, float)):
-        return fmt(float(value))
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, sort_keys=True, default=str)
-    return str(value)
-
-
-def _relative(part: float | None, whole: float | None) -> str:
-    """'12%' for part / whole, '' when either is missing or whole is 0."""
-    if part is None or whole is None or whole == 0:
-        return ""
-    return f"{abs(part / whole):.0%}"
-
-
-CONTENTION_FIGURES = ("others_cpu_cores", "others_beyond_free_cores", "steal_fraction",
-                      "throttled_fraction", "load_avg_after", "score")
-
-
-def contention_note(contention: Any) -> str:
-    """The figures behind a contended mark, short enough for a tooltip: the kept attempt's
-    rule hits ('reasons') and figures (``harness.contention``) and how many attempts were
-    made; a flat dict of other figures is listed as it is."""
-    if not isinstance(contention, dict):
-        return _plain(contention) if contention else ""
-    processes = contention.get("processes")
-    if isinstance(processes, list):  # pooled over fresh processes: each one's own note
-        notes = [f"process {i + 1}: {contention_note(p.get('contention'))}"
-                 for i, p in enumerate(processes)
-                 if isinstance(p, dict) and p.get("contended")]
-        return "; ".join(notes) or f"{len(processes)} processes, none contended"
-    attempts, kept = contention.get("attempts"), contention.get("kept_attempt")
-    figures = contention
-    if isinstance(attempts, list) and isinstance(kept, int) and 0 <= kept < len(attempts) \
-            and isinstance(attempts[kept], dict):
-        figures = attempts[kept]
-    parts = [str(r) for r in figures.get("reasons") or []]
-    known = [k for k in CONTENTION_FIGURES if figures.get(k) is not None]
-    if figures is contention and not known and not parts:
-        known = sorted(k for k, v in contention.items()
-                       if isinstance(v, (int, float, str)) and not isinstance(v, bool))
-    parts += [f"{k} {_plain(figures[k])}" for k in known]
-    if isinstance(contention.get("n_attempts"), int) and isinstance(kept, int):
-        parts.append(f"kept attempt {kept + 1} of {contention['n_attempts']}"
-                     + (f" ({contention['stop_reason']})" if contention.get("stop_reason")
-                        else ""))
-    return "; ".join(parts)
-
-
-def timing_flags(row: dict[str, Any]) -> list[dict[str, str]]:
-    """noisy (IQR/median above the threshold), contended (other processes used the CPU while
-    it was timed; the recorded figures go in the title), CI target missed (``ci_met`` false:
-    the CI half-width stayed above ``ci_target`` x median, harness.timing)."""
-    extra = row.get("extra") or {}
-    out = []
-    if extra.get("noisy"):
-        rel = _relative(row.get("spread"), row.get("value"))
-        out.append({"mark": "noisy", "kind": "noisy",
-                    "why": f"noisy: IQR/median {rel + ' ' if rel else ''}> "
-                           f"{NOISY_IQR_OVER_MEDIAN:.0%}: the timing samples spread widely, "
-                           "so compare this figure with care"})
-    if extra.get("contended"):
-        facts = contention_note(extra.get("contention"))
-        out.append({"mark": "contended", "kind": "contended",
-                    "why": "contended: other processes used the CPU while this was timed"
-                           + (f" ({facts})" if facts else "")})
-    if extra.get("ci_met") is False:
-        target = extra.get("ci_target")
-        half = (None if row.get("ci_low") is None or row.get("ci_high") is None
-                else (row["ci_high"] - row["ci_low"]) / 2)
-        rel = _relative(half, row.get("value"))
-        goal = (f" of ± {target:.0%} of the median"
-                if isinstance(target, (int, float)) and not isinstance(target, bool)
-                else (f" ({_plain(target)})" if target is not None else ""))
-        out.append({"mark": "CI target missed", "kind": "ci",
-                    "why": "CI target missed: sampling stopped at its cap before the 95% CI of "
-                           f"the median reached its target{goal}"
-                           + (f"; achieved ± {rel} of the median" if rel else "")})
-    return out
-
-
-def ci_text(row: dict[str, Any]) -> str:
-    """'[3.90–4.60]' (95% CI of the median) for a timed row, 'no CI (n=5)' without one."""
-    if row.get("ci_low") is not None and row.get("ci_high") is not None:
-        return f"[{fmt(row['ci_low'])}–{fmt(row['ci_high'])}]"
-    return f"no CI (n={row['n_samples']})"
-
-
-def ref_view(row: dict[str, Any]) -> dict[str, str] | None:
-    """'1.8x ref' beside a latency in ms whose row stored the reference-normalised ratio."""
-    extra = row.get("extra") or {}
-    ratio = extra.get("ref_ratio")
-    if row["unit"] != "ms" or not isinstance(ratio, (int, float)) or isinstance(ratio, bool):
-        return None
-    ref = extra.get("ref_ms")
-    timed = f" ({fmt(float(ref))} ms)" if isinstance(ref, (int, float)) else ""
-    return {"text": f"{fmt(float(ratio), 2)}x ref",
-            "why": f"{fmt(float(ratio))} x the latency of a fixed reference workload{timed} "
-                   "timed in the same rounds: moves less with machine load than the raw ms"}
-
-
-def baseline_note(extra: dict[str, Any]) -> str:
-    """'chance 0.1; floor 0.21 (strategy); Wilson 95% [a, b]; ' for an accuracy row."""
-    text = f"chance {fmt(extra['chance'])}; " if extra.get("chance") is not None else ""
-    if extra.get("floor") is not None:
-        text += f"floor {fmt(extra['floor'])} ({extra.get('floor_strategy', '')}); "
-    if extra.get("wilson95"):
-        low, high = extra["wilson95"]
-        text += f"Wilson 95% interval over test items [{fmt(low)}, {fmt(high)}]; "
-    return text
-
-
-def training_note(facts: dict[str, Any]) -> str:
-    """'LR ...; N params; T tokens; ' for a trained row (or its seed mean), else ''."""
-    lrs = facts.get("chosen_lrs") or ([facts["lr"]] if "lr" in facts else [])
-    if not lrs:
-        return ""
-    grid = facts.get("lr_grid")
-    text = f"chosen LR {', '.join(f'{v:g}' for v in lrs)}"
-    text += f" from grid {', '.join(f'{v:g}' for v in grid)}; " if grid else "; "
-    if "num_params" in facts:
-        text += f"{facts['num_params']:,} params; "
-    if "token_budget" in facts:
-        text += f"{facts['token_budget']:,} training tokens; "
-    return text
-
-
-def seed_view(row: dict[str, Any], mean: dict[str, Any]) -> dict[str, Any]:
-    p = mean["points"]
-    half = (p["ci_high"] - p["ci_low"]) / 2
-    marks = "".join(f"{f['mark']}: {f['why']}; " for f in flags(row))
-    title = (f"{marks}mean of {p['n_seeds']} seeds {p['values']}; 95% CI [{fmt(p['ci_low'])}, "
-             f"{fmt(p['ci_high'])}]; {baseline_note(row.get('extra') or {})}"
-             f"{training_note(p)}{row['method']}; code {row['code_version']}")
-    return {"status": "ok", "text": f"{fmt(mean['value'])} ± {fmt(half)} (n={p['n_seeds']})",
-            "title": title, "sort": repr(mean["value"]), "ci": "", "ref": None}
-
-
-def registered_task(task: str) -> Any:
-    """The registered Task of that name, or None for rows of a task no longer registered."""
-    try:
-        import tasks
-
-        return tasks.get(task)
-    except KeyError:
-        return None
-
-
-def task_kind(task: str) -> str | None:
-    entry = registered_task(task)
-    return None if entry is None else entry.kind
-
-
-def task_ranking(task: str) -> tuple[bool, str]:
-    """Whether a task's column is ranked and shaded, and if not, why."""
-    entry = registered_task(task)
-    return (True, "") if entry is None else (entry.ranked, entry.unranked_reason)
-
-
-def leaderboards(rows: list[dict[str, Any]], hardware: dict[str, dict[str, Any]],
-                 derived: list[dict[str, Any]] | None = None,
-                 kind: str | None = None) -> list[dict]:
-    """One board per hardware fingerprint: architectures x tasks, the headline metric each;
-    where several seeds of the newest setting exist, their mean with a 95% CI. ``kind``
-    keeps only that kind of task ("accuracy": the capability heat map)."""
-    if kind is not None:
-        rows = [r for r in rows if task_kind(r["task"]) == kind]
-    newest = latest(rows)
-    means = {(d["hardware_fingerprint"], d["arch"], d["task"], d["metric"], d["series"]): d
-             for d in derived or [] if d["kind"] == "seed_mean"}
-    metrics_by_task: dict[str, set[str]] = defaultdict(set)
-    for (_, _, task, metric) in newest:
-        metrics_by_task[task].add(metric)
-    first_arch: dict[tuple[str, str, str], dict[str, Any]] = {}  # the sample of a column
-    for k in sorted(newest):
-        first_arch.setdefault((k[0], k[2], k[3]), newest[k])
-    boards = []
-    for fp in sorted({k[0] for k in newest}):
-        archs = sorted({k[1] for k in newest if k[0] == fp})
-        task_names = sorted({k[2] for k in newest if k[0] == fp})
-        columns = []
-        for task in task_names:
-            metric = headline_of(task, metrics_by_task[task])
-            sample = first_arch.get((fp, task, metric))
-            extra = (sample or {}).get("extra") or {}
-            ranked, why = task_ranking(task)
-            columns.append({"task": task, "metric": metric,
-                            "unit": sample["unit"] if sample else "",
-                            "higher_is_better": sample["higher_is_better"] if sample else None,
-                            "chance": extra.get("chance"), "floor": extra.get("floor"),
-                            "ranked": ranked, "unranked_reason": why})
-        board_rows = []
-        for arch in archs:
-            views = []
-            for c in columns:
-                row = newest.get((fp, arch, c["task"], c["metric"]))
-                mean = row and means.get((fp, arch, c["task"], c["metric"], row["config_hash"]))
-                view = seed_view(row, mean) if mean and row["status"] == "ok" else cell_view(row)
-                floor = ((row or {}).get("extra") or {}).get("floor")
-                views.append({**view, "flags": flags(row),
-                              "shade": shade(c, mean["value"] if mean else row and row["value"],
-                                             floor)})
-            board_rows.append({"arch": arch, "cells": views})
-        boards.append({"fingerprint": fp, "hardware": hardware.get(fp, {}),
-                       "columns": columns, "rows": board_rows})
-    return boards
-
-
-def cell_view(row: dict[str, Any] | None) -> dict[str, Any]:
-    """Text, tooltip, sort key and marks of one row; a timed row shows value, unit and CI."""
-    if row is None:
-        return {"status": "not run", "text": "not run", "title": "no result", "sort": "",
-                "flags": [], "ci": "", "ref": None}
-    if row["status"] != "ok":
-        error = (row["error"] or "").strip().splitlines()
-        return {"status": row["status"], "text": row["status"],
-                "title": error[-1][:300] if error else row["status"], "sort": "", "flags": [],
-                "ci": "", "ref": None}
-    ci = (f"95% CI of median [{fmt(row['ci_low'])}, {fmt(row['ci_high'])}]; "
-          if row["ci_low"] is not None else "")
-    extra = row.get("extra") or {}
-    marks = "".join(f"{f['mark']}: {f['why']}; " for f in flags(row))
-    ref = ref_view(row)
-    title = (f"{marks}{ci}IQR {fmt(row['spread'])}; n={row['n_samples']}; "
-             f"{ref['why'] + '; ' if ref else ''}"
-             f"{baseline_note(extra)}{training_note(extra)}method: {row['method']}; "
-             f"kernel: {row['kernel_path'] or '-'}; {row['device']} {row['dtype']} "
-             f"{row['threads']} threads; code {row['code_version']}")
-    if is_timed(row):
-        text, shown_ci = f"{fmt(row['value'])} {row['unit']}", ci_text(row)
-    else:
-        spread = f" ± {fmt(row['spread'] / 2)}" if row["spread"] is not None else ""
-        text, shown_ci = fmt(row["value"]) + spread, ""
-    return {"status": "ok", "text": text, "title": title, "sort": repr(row["value"]),
-            "flags": flags(row), "ci": shown_ci, "ref": ref}
-
-
-def arch_pages(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    newest = latest(rows)
-    pages: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for key in sorted(newest):
-        row = newest[key]
-        pages[row["arch"]].append({**row, "shown": cell_view(row)})
-    return dict(pages)
-
-
-def arch_info(name: str) -> dict[str, Any]:
-    try:
-        from harness.catalog import architecture_entry
-
-        return architecture_entry(name)
-    except KeyError:
-        return {"name": name, "family": "unregistered", "version": "-", "papers": [], "doc": ""}
-
-
-def scaling_boards(rows: list[dict[str, Any]], derived: list[dict[str, Any]],
-                   hardware: dict[str, dict[str, Any]],
-                   units: dict[tuple[str, str], str] | None = None) -> list[dict[str, Any]]:
-    """Per sweep group: a log-log plot, the exponents and the crossover lengths.
-
-    ``rows``: every result row oldest first, or just the newest ``ok`` sweep rows
-    (``queries.sweep_rows``) with ``units``, (task, metric) -> unit of the oldest row of each
-    (``queries.first_units``); without ``units`` they are looked up in ``rows``."""
-    from harness.derive import sweep_series
-    from harness.plots import loglog
-
-    marked = marked_points(rows)
-    by_series: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
-    for d in derived:
-        by_series[(d["hardware_fingerprint"], d["task"], d["metric"], d["series"])].append(d)
-    boards = []
-    for (fp, task, metric, series, key), by_arch in sorted(sweep_series(rows).items()):
-        if max(len(p) for p in by_arch.values()) < 2:
-            continue
-        mine = by_series.get((fp, task, metric, series), [])
-        if units is not None:
-            unit = units.get((task, metric), "")
-        else:
-            unit = next((r["unit"] for r in rows if r["task"] == task and r["metric"] == metric),
-                        "")
-        boards.append({
-            "fingerprint": fp, "hardware": hardware.get(fp, {}), "task": task, "metric": metric,
-            "key": key, "svg": loglog(by_arch, key, f"{metric} ({unit})"),
-            "exponents": [d for d in mine if d["kind"] == "scaling_exponent"],
-            "crossovers": [d for d in mine if d["kind"] == "crossover_length"],
-            "marked": marked.get((fp, task, metric, series, key), []),
-        })
-    return boards
-
-
-def marked_points(rows: list[dict[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:
-    """Sweep group -> the plotted points whose newest row carries a timing mark, with its CI:
-    a plot cannot show them, so the page lists them under it."""
-    from harness.derive import sweep_series
-
-    newest: dict[tuple, dict[tuple[str, int], dict[str, Any]]] = defaultdict(dict)
-    for row in rows:  # oldest first, as sweep_series reads them, so newer rows overwrite
-        for group, by_arch in sweep_series([row]).items():
-            for arch, points in by_arch.items():
-                for x in points:
-                    newest[group][(arch, x)] = row
-    out: dict[tuple, list[dict[str, Any]]] = {}
-    for group, points in newest.items():
-        views = [{"arch": arch, "x": x, **cell_view(row)}
-                 for (arch, x), row in sorted(points.items()) if timing_flags(row)]
-        if views:
-            out[group] = views
-    return out
 
 
 def achieved_rows(derived: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -439,6 +76,8 @@ def achieved_rows(derived: list[dict[str, Any]]) -> list[dict[str, Any]]:
                                    "batch_size": key[3], "fraction_of_peak": None})
             table[key][d["kind"]] = d["value"]
     return [table[k] for k in sorted(table, key=str)]
+
+
 
 
 def build(engine: Engine, out: Path) -> Path:
@@ -465,38 +104,142 @@ def build(engine: Engine, out: Path) -> Path:
     return out / "index.html"
 
 
-def render_into(engine: Engine, out: Path, assets: Path) -> None:
-    """Write every page of the site into the empty folder ``out``.
-
-    Reads only what the pages show (``harness.queries``): the newest row per (hardware,
-    architecture, task, metric) and the newest ``ok`` sweep points, without their samples."""
-    from harness.derive import SWEPT_METRICS
-
-    rows = queries.latest_rows(engine)  # newest per (hardware, arch, task, metric), no samples
-    hardware = db.hardware(engine)
+def environment(assets: Path) -> Environment:
     env = Environment(loader=FileSystemLoader(assets / "templates"), autoescape=True,
                       undefined=StrictUndefined, keep_trailing_newline=True)
     env.filters["fmt"] = fmt
     env.filters["slug"] = slug
     env.globals["noisy_threshold"] = f"{NOISY_IQR_OVER_MEDIAN:.0%}"
-    shutil.copytree(assets / "static", inside(out, "static"))
-    pages = arch_pages(rows)
-    files = unique_slugs(pages)
+    return env
+
+
+def _write(out: Path, parts: tuple[str, ...], text: str) -> None:
+    inside(out, *parts).write_text(text, encoding="utf-8")
+
+
+def render_into(engine: Engine, out: Path, assets: Path) -> None:
+    """Write every page of the site into the empty folder ``out``.
+
+    Reads only what the pages show (``harness.queries``): per setting, metric and seed the
+    newest rows without their samples, the runs, the stored catalog, hardware and peaks."""
+    rows = queries.board_rows(engine)
+    runs = queries.run_facts(engine)
+    catalog = db.catalog(engine)
+    hardware = db.hardware(engine)
     derived = db.derived(engine)
-    inside(out, "index.html").write_text(env.get_template("index.html").render(
-        boards=leaderboards(rows, hardware, derived), n_results=queries.count_results(engine),
-        root=".", archs=sorted(pages)))
-    inside(out, "capability.html").write_text(env.get_template("capability.html").render(
-        boards=leaderboards(rows, hardware, derived, kind="accuracy"), root="."))
-    inside(out, "scaling.html").write_text(env.get_template("scaling.html").render(
-        boards=scaling_boards(queries.sweep_rows(engine, SWEPT_METRICS, queries.columns_except()),
-                              derived, hardware, queries.first_units(engine)),
-        achieved=achieved_rows(derived),
-        root="."))
+    boards = boards_mod.build_boards(rows, runs, catalog, pages.cell)
+    env = environment(assets)
+    shutil.copytree(assets / "static", inside(out, "static"))
+    names = {"arch": sorted({r["arch"] for r in rows} | set(catalog["architectures"])),
+             "task": sorted({r["task"] for r in rows}),
+             "machine": sorted({r["hardware_fingerprint"] for r in rows} | set(hardware))}
+    files = {kind: unique_slugs(dict.fromkeys(n)) for kind, n in names.items()}
+    env.globals.update(files=files, hardware=hardware)
+    _index(env, out, boards, hardware, queries.count_results(engine))
+    _csvs(out, boards)
+    _task_pages(env, out, boards, rows, catalog, names["task"], files["task"])
+    _variant_pages(env, out, boards, catalog, names["arch"], files["arch"])
+    _machine_pages(env, out, boards, hardware, db.peaks(engine), queries.newest_volatile(engine),
+                   names["machine"], files["machine"])
+    verdicts = evaluate_claims(engine)
+    _write(out, ("claims.html",), env.get_template("claims.html").render(
+        root=".", verdicts=[{"v": v, "evidence": pages.evidence_table(v.evidence)}
+                            for v in verdicts]))
+    _write(out, ("changes.html",), env.get_template("changes.html").render(
+        root=".", changes=db.change_points(engine)))
+    _write(out, ("scaling.html",), env.get_template("scaling.html").render(
+        sweeps=pages.scaling_page(boards, derived), achieved=achieved_rows(derived),
+        legend=pages.legend(boards), root="."))
+
+
+def _filters(boards: list[dict[str, Any]]) -> dict[str, list[str]]:
+    return {"machine": sorted({b["fingerprint"] for b in boards}),
+            "dtype": sorted({b["dtype"] for b in boards}),
+            "size": sorted({b["budget_text"] for b in boards})}
+
+
+def _index(env: Environment, out: Path, boards: list[dict[str, Any]],
+           hardware: dict[str, Any], n_results: int) -> None:
+    machines = sorted({b["fingerprint"] for b in boards})
+    sections = [{"fingerprint": fp, "boards": [b for b in boards if b["fingerprint"] == fp]}
+                for fp in machines]
+    _write(out, ("index.html",), env.get_template("index.html").render(
+        root=".", sections=sections, n_results=n_results, legend=pages.legend(boards),
+        filters=_filters(boards)))
+
+
+def _csvs(out: Path, boards: list[dict[str, Any]]) -> None:
+    inside(out, "csv").mkdir()
+    for b in boards:
+        _write(out, ("csv", f"{b['id']}.csv"), pages.board_csv(b))
+
+
+def _task_pages(env: Environment, out: Path, boards: list[dict[str, Any]],
+                rows: list[dict[str, Any]], catalog: dict[str, Any], names: list[str],
+                files: dict[str, str]) -> None:
+    inside(out, "task").mkdir()
+    rows_by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        rows_by_task[row["task"]].append(row)
+    template = env.get_template("task.html")
+    for name in names:
+        mine = [b for b in boards if b["task"] == name]
+        charts = [{"board": b, "svgs": pages.pareto_charts(b, boards)}
+                  for b in mine if b["kind"] == "accuracy"]
+        _write(out, ("task", f"{files[name]}.html"), template.render(
+            root="..", info=pages.task_info(name, catalog, mine, rows_by_task[name]),
+            boards=mine, pareto=[c for c in charts if c["svgs"]],
+            scaling=pages.scaling_charts(mine), legend=pages.legend(mine),
+            filters=_filters(mine)))
+
+
+def _variant_pages(env: Environment, out: Path, boards: list[dict[str, Any]],
+                   catalog: dict[str, Any], names: list[str], files: dict[str, str]) -> None:
     inside(out, "arch").mkdir()
-    for name, arch_rows in sorted(pages.items()):
-        inside(out, "arch", f"{files[name]}.html").write_text(
-            env.get_template("arch.html").render(info=arch_info(name), rows=arch_rows,
-                                                 hardware=hardware, root=".."))
+    template = env.get_template("arch.html")
+    for name in names:
+        mine = pages.variant_boards(name, boards)
+        _write(out, ("arch", f"{files[name]}.html"), template.render(
+            root="..", info=pages.variant_info(name, catalog), boards=mine,
+            legend=pages.legend(mine), filters=_filters(mine)))
 
 
+def _machine_pages(env: Environment, out: Path, boards: list[dict[str, Any]],
+                   hardware: dict[str, Any], peaks: dict[tuple, float],
+                   volatile: dict[str, dict[str, Any]], names: list[str],
+                   files: dict[str, str]) -> None:
+    inside(out, "machine").mkdir()
+    template = env.get_template("machine.html")
+    for fp in names:
+        mine = [b for b in boards if b["fingerprint"] == fp]
+        _write(out, ("machine", f"{files[fp]}.html"), template.render(
+            root="..", fingerprint=fp, stable=pages.facts(hardware.get(fp)),
+            peaks=sorted((k[1], k[2], k[3], v) for k, v in peaks.items() if k[0] == fp),
+            volatile=pages.facts((volatile.get(fp) or {}).get("volatile")),
+            volatile_run=(volatile.get(fp) or {}).get("run_id"), boards=mine))
+
+
+def evaluate_claims(engine: Engine, shipped: Iterable[claims.Claim] | None = None
+                    ) -> list[claims.Verdict]:
+    """``claims.evaluate`` with the rows of every claim read in one query rather than one
+    scan of ``results`` per claim (the same verdicts: tests/test_site_boards.py checks)."""
+    todo = claims.load() if shipped is None else list(shipped)
+    machines = claims._machines(engine)  # noqa: SLF001 - claims' own steps, batched here
+    wanted = {(c.task, *map(tuple, map(sorted, claims._needs(c)))) for c in todo
+              if machines.get(c.task)}
+    rows = queries.claim_rows(engine, sorted(wanted), claims.RESULT_COLUMNS)
+    out: list[claims.Verdict] = []
+    for claim in todo:
+        fps = machines.get(claim.task, [])
+        if not fps:
+            out.append(claims.Verdict(claim, None, claims.NOT_RUN,
+                                      f"no results of task {claim.task} in this database "
+                                      f"(run suite {claim.suite})", []))
+            continue
+        archs, metrics = claims._needs(claim)
+        mine = [r for r in rows if r["task"] == claim.task and r["arch"] in archs
+                and r["metric"] in metrics]
+        exponents = (claims._exponents(engine, claim.task)
+                     if any(c["op"] in claims.EXPONENT_OPS for c in claim.predicate) else {})
+        out.extend(claims._verdict(claim, fp, mine, exponents) for fp in fps)
+    return out

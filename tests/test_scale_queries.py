@@ -7,16 +7,13 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from harness import db, derive, export, queries, render, results
-from harness.stats import NOISY_IQR_OVER_MEDIAN
+from harness import boards, claims, db, derive, export, pages, queries, render, results
 from tests.test_db import BACKENDS, database_url
 
 LENGTHS = [32, 64, 128, 256]
@@ -131,33 +128,21 @@ def _sorted(rows: list[dict[str, Any]], drop: tuple[str, ...] = ()) -> list[str]
                              default=str) for r in rows)
 
 
-def _reference_site(engine: db.Engine, out: Path) -> None:
-    """The site as render_into wrote it from every row (db.results)."""
-    assets = render.assets_dir()
-    rows = db.results(engine)
-    hardware = db.hardware(engine)
-    env = Environment(loader=FileSystemLoader(assets / "templates"), autoescape=True,
-                      undefined=StrictUndefined, keep_trailing_newline=True)
-    env.filters["fmt"] = render.fmt
-    env.filters["slug"] = render.slug
-    env.globals["noisy_threshold"] = f"{NOISY_IQR_OVER_MEDIAN:.0%}"
-    out.mkdir()
-    shutil.copytree(assets / "static", out / "static")
-    pages = render.arch_pages(rows)
-    files = render.unique_slugs(pages)
-    derived = db.derived(engine)
-    (out / "index.html").write_text(env.get_template("index.html").render(
-        boards=render.leaderboards(rows, hardware, derived), n_results=len(rows), root=".",
-        archs=sorted(pages)))
-    (out / "capability.html").write_text(env.get_template("capability.html").render(
-        boards=render.leaderboards(rows, hardware, derived, kind="accuracy"), root="."))
-    (out / "scaling.html").write_text(env.get_template("scaling.html").render(
-        boards=render.scaling_boards(rows, derived, hardware),
-        achieved=render.achieved_rows(derived), root="."))
-    (out / "arch").mkdir()
-    for name, arch_rows in sorted(pages.items()):
-        (out / "arch" / f"{files[name]}.html").write_text(env.get_template("arch.html").render(
-            info=render.arch_info(name), rows=arch_rows, hardware=hardware, root=".."))
+def _latest(rows: list[dict[str, Any]]) -> dict[tuple[str, str, str, str], dict[str, Any]]:
+    """Newest row per (hardware, architecture, task, metric); rows come oldest first."""
+    out: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+    for row in rows:
+        out[(row["hardware_fingerprint"], row["arch"], row["task"], row["metric"])] = row
+    return out
+
+
+def _reference_site(engine: db.Engine, out: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The site as render_into writes it when its boards read every row (db.results) and the
+    claims are evaluated by claims.evaluate, one query per claim."""
+    with monkeypatch.context() as m:
+        m.setattr(render.queries, "board_rows", lambda engine: db.results(engine))
+        m.setattr(render, "evaluate_claims", lambda engine: claims.evaluate(engine))
+        render.build(engine, out)
 
 
 def _reference_csv(engine: db.Engine, out: Path, **filters: Any) -> None:
@@ -192,7 +177,7 @@ def _reference_parquet_rows(engine: db.Engine, **filters: Any) -> list[dict[str,
 
 def test_newest_rows_per_key_match_the_python_fold(engine) -> None:
     every = db.results(engine)
-    want = render.latest(every)
+    want = _latest(every)
     got = queries.latest_rows(engine)
     assert [r["id"] for r in got] == sorted(r["id"] for r in want.values())
     keep = queries.columns_except()
@@ -200,7 +185,7 @@ def test_newest_rows_per_key_match_the_python_fold(engine) -> None:
     for row in got:
         key = (row["hardware_fingerprint"], row["arch"], row["task"], row["metric"])
         assert row == {c: want[key][c] for c in keep}
-    assert render.latest(got).keys() == want.keys()
+    assert _latest(got).keys() == want.keys()
     assert queries.count_results(engine) == len(every)
 
 
@@ -209,7 +194,6 @@ def test_sweep_rows_give_the_same_series_and_marks(engine) -> None:
     candidates = queries.sweep_rows(engine, derive.SWEPT_METRICS, queries.columns_except())
     assert len(candidates) < len(every)
     assert derive.sweep_series(candidates) == derive.sweep_series(every)
-    assert render.marked_points(candidates) == render.marked_points(every)
     units = queries.first_units(engine)
     assert units[("decode_latency", "latency_ms")] == ""  # the oldest row: a failure
     for (task, metric), unit in units.items():
@@ -255,7 +239,7 @@ def test_incremental_refresh_equals_a_full_recompute(engine, tmp_path: Path) -> 
     assert derive.refresh(engine, "git:t") == n  # the same count as a full recompute
     assert _sorted(incremental) == _sorted(db.derived(engine))
     full = render.build(engine, tmp_path / "full").parent
-    for page in ("index.html", "scaling.html", "capability.html"):
+    for page in ("index.html", "scaling.html", "claims.html"):
         assert (site / page).read_bytes() == (full / page).read_bytes()
     # a run that stored nothing changes nothing
     before = _sorted(db.derived(engine))
@@ -279,10 +263,21 @@ def _files(root: Path) -> dict[str, bytes]:
             if p.is_file() and p.name != render.SITE_MARKER}
 
 
-def test_site_is_byte_identical_to_the_reference(engine, tmp_path: Path) -> None:
+def test_boards_from_the_query_equal_boards_from_every_row(engine) -> None:
+    """queries.board_rows keeps every row the boards show: the same boards as from all rows
+    (newest version, newest finished row per seed, seed means)."""
+    runs, catalog = queries.run_facts(engine), db.catalog(engine)
+    got = boards.build_boards(queries.board_rows(engine), runs, catalog, pages.cell)
+    want = boards.build_boards(db.results(engine), runs, catalog, pages.cell)
+    assert got == want and len(got) > 10
+    assert len(queries.board_rows(engine)) < len(db.results(engine))
+
+
+def test_site_is_byte_identical_to_the_reference(engine, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     derive.refresh(engine, "git:t")
     built = render.build(engine, tmp_path / "site").parent
-    _reference_site(engine, tmp_path / "reference")
+    _reference_site(engine, tmp_path / "reference", monkeypatch)
     got, want = _files(built), _files(tmp_path / "reference")
     assert got.keys() == want.keys()
     for name in want:

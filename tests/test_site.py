@@ -46,16 +46,27 @@ def populated(db_url: str) -> db.Engine:
     return engine
 
 
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
 def test_build_is_deterministic_and_escaped(populated, tmp_path: Path) -> None:
-    first = render.build(populated, tmp_path / "a").read_bytes()
-    second = render.build(populated, tmp_path / "b").read_bytes()
-    assert first == second
-    html = first.decode()
+    first = render.build(populated, tmp_path / "a").parent
+    second = render.build(populated, tmp_path / "b").parent
+    assert _files(first) == _files(second)
+    html = (first / "index.html").read_text()
     assert "<script>alert(1)</script>" not in html and "&lt;script&gt;" in html
     assert "Test CPU &lt;x&gt;" in html
-    assert "unavailable" in html and "failed" in html
+    assert 'class="badge badge-status">unavailable<' in html
+    assert 'class="badge badge-status">failed<' in html
     assert "1.50 ms" in html and "[1.40–1.60]" in html  # a latency carries its CI
     assert "no CI (n=5)" in html  # ... or says it has none
+    assert "latency (ms)" in html and "energy per token (J)" in html  # readable columns
+    for page in ("claims.html", "scaling.html", "task/prefill_latency.html",
+                 "task/energy.html", "arch/mamba.html", "machine/fp0.html"):
+        assert (first / page).is_file(), page
+    assert len(list((first / "csv").glob("*.csv"))) == 2
 
 
 def test_build_replaces_an_earlier_build(populated, tmp_path: Path) -> None:
@@ -109,19 +120,27 @@ def test_site_opens_in_headless_chromium_without_console_errors(populated,
     index = render.build(populated, tmp_path / "site")
     problems: list[str] = []
     with _page(problems) as page:
-        pages = [index, index.parent / "scaling.html", index.parent / "capability.html",
-                 *sorted((index.parent / "arch").glob("*.html"))]
+        pages = sorted(p for p in index.parent.rglob("*.html"))
+        assert len(pages) >= 8
         for path in pages:
             page.goto(path.resolve().as_uri())
-            assert page.locator("main h1").count() == 1
+            assert page.locator("main h1").count() == 1, path
         page.goto(index.resolve().as_uri())
-        names = page.locator("tbody th a").all_inner_texts()
-        assert names == ["mamba", "transformer"]
-        # sorting by prefill latency (ascending) puts the faster transformer first
-        page.locator("thead th", has_text="prefill_latency").click()
-        assert page.locator("tbody th a").all_inner_texts() == ["transformer", "mamba"]
+        board = page.locator("section.board", has_text="prefill_latency")
+        names = board.locator("tbody th a")
+        assert names.all_inner_texts() == ["transformer", "mamba"]  # ranked: faster first
+        # sorting by latency, descending on the second click, puts the slower mamba first
+        header = board.locator("thead th", has_text="latency (ms)")
+        header.click()
+        header.click()
+        assert names.all_inner_texts() == ["mamba", "transformer"]
+        assert board.locator("td.best .badge-best").count() == 1
         assert page.locator("link[rel=stylesheet]").count() == 1
         color = page.evaluate("getComputedStyle(document.querySelector('.status-failed')).color")
+        # every link of the index reaches a file of the site
+        for href in page.eval_on_selector_all("a[href]", "els => els.map(e => e.href)"):
+            if href.startswith("file:"):
+                assert Path(href.split("#")[0][len("file://"):]).is_file(), href
     assert color == "rgb(163, 34, 43)"  # the stylesheet loaded from file://
     assert problems == []
 
@@ -161,40 +180,46 @@ def test_timed_figures_show_ci_marks_and_legend_in_headless_chromium(timed,
     with _page(problems) as page:
         page.goto(index.resolve().as_uri())
         cells = {name: page.locator("tbody tr", has=page.locator("th a", has_text=name))
-                 .locator("td").first for name in ("transformer", "mamba", "hyena")}
+                 .locator("td").nth(1) for name in ("transformer", "mamba", "hyena")}
         for cell in cells.values():
             assert cell.is_visible()
         assert cells["transformer"].inner_text().split() == ["4.27", "ms", "[3.90–4.60]",
-                                                             "noisy"]
-        noisy = cells["transformer"].locator(".flag-noisy")
-        assert noisy.is_visible() and "IQR/median 20% > 10%" in noisy.get_attribute("title")
-        contended = cells["mamba"].locator(".flag-contended")
+                                                             "noisy", "details"]
+        assert cells["transformer"].locator(".badge-noisy").is_visible()
+        # the details open without hover (a click, or Enter on the summary)
+        details = cells["transformer"].locator("details")
+        assert not details.locator("small").is_visible()
+        details.locator("summary").click()
+        assert "IQR/median 20% > 10%" in details.locator("small").inner_text()
+        contended = cells["mamba"].locator(".badge-contended")
         assert contended.is_visible() and contended.inner_text() == "contended"
-        why = contended.get_attribute("title")
+        cells["mamba"].locator("summary").focus()
+        page.keyboard.press("Enter")
+        why = cells["mamba"].locator("details small").inner_text()
         assert "others' CPU beyond idle cores 1.25 core > 0.50 core" in why
         assert "others_cpu_cores 1.25" in why and "kept attempt 2 of 2" in why
         assert "steal 30.0%" not in why  # the figures of the attempt kept, not a discarded one
         assert cells["mamba"].locator(".ci").inner_text() == "[2.40–2.60]"
-        assert not cells["mamba"].locator(".flag-noisy").count()
+        assert not cells["mamba"].locator(".badge-noisy").count()
         hyena = cells["hyena"]
-        assert hyena.locator(".flag-ci").is_visible()
+        assert hyena.locator(".badge-ci").is_visible()
         assert hyena.locator(".ref").inner_text() == "1.8x ref"
-        assert "4.17 ms" in hyena.locator(".ref").get_attribute("title")
-        why = hyena.locator(".flag-ci").get_attribute("title")
+        hyena.locator("summary").click()
+        why = hyena.locator("details small").inner_text()
+        assert "4.17 ms" in why
         assert "target of ± 5% of the median" in why and "achieved ± 20% of the median" in why
         legend = page.locator("#marks")
         assert legend.is_visible()
         for word in ("noisy", "IQR / median > 10%", "contended", "other processes used the CPU",
                      "CI target missed", "x ref", "reference workload"):
             assert word in legend.inner_text(), word
-        # the architecture page shows the same marks beside the value, and the CI column
+        # the variant page shows the same marks beside the value, and the CI
         page.locator("tbody th a", has_text="hyena").click()
         assert page.locator("main h1").inner_text().startswith("hyena")
-        row = page.locator("tbody tr", has_text="latency_ms")
-        assert row.locator(".flag-ci").is_visible() and row.locator(".ref").is_visible()
-        assert row.locator(".ci").inner_text() == "[6.00–9.00]"
-        assert page.locator("tbody tr", has_text="latency_vs_ref").locator(".ci").inner_text() \
-            == "[1.70–1.90]"
+        row = page.locator("table.variant-results tr")
+        assert row.locator(".rank").inner_text() == "rank 3 of 3"
+        assert row.locator(".badge-ci").is_visible() and row.locator(".ref").is_visible()
+        assert row.locator(".ci").all_inner_texts() == ["[6.00–9.00]", "[1.70–1.90]"]
         assert page.locator("#marks").is_visible()
     assert problems == []
 
@@ -206,8 +231,13 @@ def test_scaling_page_lists_marked_sweep_points(db_url: str, tmp_path: Path) -> 
                   noisy=(arch == "mamba" and n == 128)),
          "task_config": {"seq_len": n}, "cell_id": f"{arch}-{n}"}
         for arch in ("mamba", "transformer") for n in (64, 128, 256)])
-    html = (render.build(engine, tmp_path / "site").parent / "scaling.html").read_text()
+    site = render.build(engine, tmp_path / "site").parent
+    html = (site / "scaling.html").read_text()
     assert "Marked points" in html and 'id="marks"' in html
     marked = html.split('<ul class="marked">')[1].split("</ul>")[0]
     assert marked.count("<li") == 1 and "mamba at seq_len 128: 4.00 ms" in marked
-    assert "[0.900–1.10]" in marked and ">noisy</small>" in marked
+    assert "[0.900–1.10]" in marked and ">noisy</span>" in marked
+    assert html.count('<g class="pt" tabindex="0">') == 6
+    task = (site / "task" / "prefill_latency.html").read_text()
+    assert "Scaling with length" in task and task.count('class="pt"') == 6
+    assert 'class="err"' in task  # CI bars

@@ -72,10 +72,15 @@ def test_hostile_names_write_only_inside_out(db_url: str, tmp_path: Path) -> Non
     assert len(pages) == len(HOSTILE_NAMES)
     assert all(p.suffix == ".html" and len(p.name) <= outputs.SLUG_MAX + 14 for p in pages)
     html = index.read_text()
-    links = re.findall(r'href="(arch/[^"]+)"', html)
+    links = re.findall(r'href="\./(arch/[^"]+)"', html)
     assert len(set(links)) == len(HOSTILE_NAMES)
     assert all((out / link).is_file() for link in links)  # every link reaches its page
     assert "../../t/PWNED" in html  # names are shown as they are, escaped, not as paths
+    tasks = re.findall(r'href="\./(task/[^"]+)"', html)
+    assert len(set(tasks)) == 3 and all((out / link).is_file() for link in tasks)
+    assert len(list((out / "task").iterdir())) == 3
+    csvs = re.findall(r'href="\./(csv/[^"]+)"', html)
+    assert len(set(csvs)) == 3 and all((out / link).is_file() for link in csvs)
 
 
 def test_refuses_the_folder_holding_the_database(engine, db_url: str, tmp_path: Path) -> None:
@@ -112,12 +117,15 @@ def test_an_empty_folder_and_a_build_from_before_the_marker_are_replaced(engine,
     empty.mkdir()
     render.build(engine, empty)
     assert (empty / "index.html").is_file()
-    legacy = tmp_path / "legacy"
-    render.build(engine, legacy)
-    (legacy / outputs.SITE_MARKER).unlink()  # as an older archbench left it
+    legacy = tmp_path / "legacy"  # as an archbench from before the marker left it
+    (legacy / "arch").mkdir(parents=True)
+    (legacy / "static").mkdir()
+    for page in ("index.html", "capability.html", "scaling.html"):
+        (legacy / page).write_text(f"<header>{outputs.LEGACY_BRAND}</header>")
     (legacy / "arch" / "gone.html").write_text("old")
     render.build(engine, legacy)
     assert not (legacy / "arch" / "gone.html").exists()
+    assert not (legacy / "capability.html").exists()
 
 
 @pytest.mark.parametrize("out", [".", "..", "cwd-absolute"])
@@ -178,7 +186,7 @@ def test_a_failed_build_leaves_the_previous_site_whole(engine, tmp_path: Path,
     def broken(*_args, **_kw):
         raise RuntimeError("template crashed half way")
 
-    monkeypatch.setattr(render, "scaling_boards", broken)
+    monkeypatch.setattr(render, "achieved_rows", broken)
     with pytest.raises(RuntimeError, match="half way"):
         render.build(engine, out)
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
