@@ -147,8 +147,11 @@ def build_boards(rows: list[dict[str, Any]], runs: dict[str, dict[str, Any]],
         board_rows = []
         for (arch, arch_cfg), line in lines.items():
             cells = [cell(line.get(c["metric"], []), c) for c in columns]
+            setting_id = next((r["setting_id"] for rs in line.values() for r in rs
+                               if r.get("setting_id")), None)
             board_rows.append({"arch": arch, "arch_config": json.loads(arch_cfg),
-                               "arch_config_text": arch_cfg, "cells": cells})
+                               "arch_config_text": arch_cfg, "cells": cells,
+                               "setting_id": setting_id})
         _rank(board_rows, columns, info)
         counts = defaultdict(int)
         for r in board_rows:

@@ -63,6 +63,7 @@ class _Axis:
             lo, hi = lo - 0.5, hi + 0.5
         self.lo, self.hi, self.log = lo, hi, log
         self.start, self.length, self.flip = start, length, flip
+        self.named: list[str] = []  # labels of the positions 0, 1, ... (an ordinal axis)
 
     def __call__(self, v: float) -> float:
         if self.log:
@@ -74,7 +75,13 @@ class _Axis:
         return self.start + self.length * ((1 - frac) if self.flip else frac)
 
     def ticks(self) -> list[float]:
+        if self.named:  # at most 6 labels, evenly spaced, the last one always
+            step = max(1, math.ceil(len(self.named) / 6))
+            return sorted({*range(0, len(self.named), step), len(self.named) - 1})
         return _ticks_log(self.lo, self.hi) if self.log else _ticks_lin(self.lo, self.hi)
+
+    def label(self, v: float) -> str:
+        return self.named[int(v)] if self.named else _fmt(v)
 
 
 def _fmt(v: float) -> str:
@@ -91,7 +98,7 @@ def _frame(x: _Axis, y: _Axis, x_label: str, y_label: str, aria: str) -> list[st
     for t in x.ticks():
         out.append(f'<line x1="{x(t):.1f}" x2="{x(t):.1f}" y1="{TOP}" y2="{TOP + plot_h}" '
                    f'class="grid"/><text x="{x(t):.1f}" y="{HEIGHT - BOTTOM + 15}" '
-                   f'class="tick" text-anchor="middle">{_fmt(t)}</text>')
+                   f'class="tick" text-anchor="middle">{escape(x.label(t))}</text>')
     for t in y.ticks():
         out.append(f'<line x1="{LEFT}" x2="{LEFT + plot_w}" y1="{y(t):.1f}" y2="{y(t):.1f}" '
                    f'class="grid"/><text x="{LEFT - 6}" y="{y(t) + 4:.1f}" class="tick" '
@@ -172,8 +179,9 @@ def pareto(points: Sequence[Point], x_label: str, y_label: str, *, x_log: bool =
 
 
 def lines(points: Sequence[Point], x_label: str, y_label: str, *, x_log: bool = True,
-          y_log: bool = True) -> Markup:
-    """One line per variant through its points (x ascending), markers and error bars."""
+          y_log: bool = True, x_names: Sequence[str] = ()) -> Markup:
+    """One line per variant through its points (x ascending), markers and error bars.
+    ``x_names``: labels of the x positions 0, 1, ... (e.g. run dates), shown as the x ticks."""
     points = [p for p in points if (p.x > 0 or not x_log) and (p.y > 0 or not y_log)]
     if not points:
         return Markup("")
@@ -182,6 +190,9 @@ def lines(points: Sequence[Point], x_label: str, y_label: str, *, x_log: bool = 
           if v is not None and (v > 0 or not y_log)]
     x = _Axis(min(p.x for p in points), max(p.x for p in points), x_log, LEFT, plot_w, False)
     y = _Axis(min(ys), max(ys), y_log, TOP, plot_h, True)
+    if x_names:
+        x = _Axis(0, max(len(x_names) - 1, 0), False, LEFT, plot_w, False)
+        x.named = list(x_names)
     names = _names(points)
     out = _frame(x, y, x_label, y_label, f"{y_label} against {x_label}")
     for i, name in enumerate(names):

@@ -209,3 +209,28 @@ def claim_rows(engine: Engine, wanted: Sequence[tuple[str, Sequence[str], Sequen
                          for t, a, m in wanted)))
             .order_by(R.c.id))
     return fetch(engine, stmt)
+
+
+# --- history (harness.history) ---------------------------------------------------------------
+
+HISTORY_KEY = ("hardware_fingerprint", "setting_id", "metric", "run_id")
+
+
+def history_points(engine: Engine) -> list[dict[str, Any]]:
+    """Per (machine, setting, metric, run) of a series measured in two runs or more: the
+    finished rows' mean, range, widest CI, count and newest time and code version, in one
+    grouped query (a few rows per run, never the samples)."""
+    done = [R.c.status.in_(db.DONE_STATUSES), R.c.setting_id.is_not(None),
+            R.c.value.is_not(None)]
+    series = ("hardware_fingerprint", "setting_id", "metric")
+    repeated = (select(*(R.c[k] for k in series)).where(*done).group_by(*(R.c[k] for k in series))
+                .having(func.count(func.distinct(R.c.run_id)) > 1).subquery())
+    stmt = (select(*(R.c[k] for k in HISTORY_KEY), func.avg(R.c.value).label("mean"),
+                   func.min(R.c.value).label("lo"), func.max(R.c.value).label("hi"),
+                   func.min(R.c.ci_low).label("ci_low"), func.max(R.c.ci_high).label("ci_high"),
+                   func.count().label("n"), func.max(R.c.created_at).label("at"),
+                   func.max(R.c.code_version).label("code_version"))
+            .join(repeated, and_(*(R.c[k] == repeated.c[k] for k in series)))
+            .where(*done).group_by(*(R.c[k] for k in HISTORY_KEY))
+            .order_by(*(R.c[k] for k in series), func.max(R.c.created_at), R.c.run_id))
+    return fetch(engine, stmt)

@@ -23,7 +23,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from sqlalchemy.engine import Engine
 
 from harness import boards as boards_mod
-from harness import claims, db, pages, queries
+from harness import claims, db, history, pages, queries
 from harness.cells import (  # noqa: F401 - re-exported: site callers name them here
     TIMED_UNITS,
     baseline_note,
@@ -134,7 +134,10 @@ def render_into(engine: Engine, out: Path, assets: Path) -> None:
              "task": sorted({r["task"] for r in rows}),
              "machine": sorted({r["hardware_fingerprint"] for r in rows} | set(hardware))}
     files = {kind: unique_slugs(dict.fromkeys(n)) for kind, n in names.items()}
-    env.globals.update(files=files, hardware=hardware)
+    changes = db.change_points(engine)
+    histories = history.pages(boards, queries.history_points(engine), changes)
+    env.globals.update(files=files, hardware=hardware,
+                       history_ids={h["board"]["id"] for h in histories})
     _index(env, out, boards, hardware, queries.count_results(engine))
     _csvs(out, boards)
     _task_pages(env, out, boards, rows, catalog, names["task"], files["task"])
@@ -146,7 +149,8 @@ def render_into(engine: Engine, out: Path, assets: Path) -> None:
         root=".", verdicts=[{"v": v, "evidence": pages.evidence_table(v.evidence)}
                             for v in verdicts]))
     _write(out, ("changes.html",), env.get_template("changes.html").render(
-        root=".", changes=db.change_points(engine)))
+        root=".", changes=changes))
+    _history_pages(env, out, histories)
     _write(out, ("scaling.html",), env.get_template("scaling.html").render(
         sweeps=pages.scaling_page(boards, derived), achieved=achieved_rows(derived),
         legend=pages.legend(boards), root="."))
@@ -217,6 +221,15 @@ def _machine_pages(env: Environment, out: Path, boards: list[dict[str, Any]],
             peaks=sorted((k[1], k[2], k[3], v) for k, v in peaks.items() if k[0] == fp),
             volatile=pages.facts((volatile.get(fp) or {}).get("volatile")),
             volatile_run=(volatile.get(fp) or {}).get("run_id"), boards=mine))
+
+
+def _history_pages(env: Environment, out: Path, pages_: list[dict[str, Any]]) -> None:
+    inside(out, "history").mkdir()
+    template = env.get_template("history.html")
+    for page in pages_:
+        bid = page["board"]["id"]
+        _write(out, ("history", f"{bid}.html"), template.render(root="..", page=page))
+        _write(out, ("csv", f"history-{bid}.csv"), page["csv"])
 
 
 def evaluate_claims(engine: Engine, shipped: Iterable[claims.Claim] | None = None

@@ -1,0 +1,125 @@
+"""History pages: each board's series followed across runs and code versions.
+
+A *series* is one (machine, setting, metric): ``results.setting_id`` names the variant, task,
+their configs, device, dtype and threads without code versions or seeds (``harness.ids``), so
+the newest board shows one version while its history shows every run that measured the same
+setting. Per run a point is the mean of the run's finished rows (one per seed); its bar is the
+range over seeds where the run had several, else the row's own 95% CI. Change points found by
+regression detection (``harness.nightly``) are drawn hollow and listed under the chart.
+
+Only series measured in two runs or more get a page (``queries.history_points``); a board links
+to its page where one exists. Pure functions of query rows and boards: no registries.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import defaultdict
+from typing import Any
+
+from harness import charts
+from harness.cells import fmt
+
+SeriesKey = tuple[str, str, str]  # (hardware fingerprint, setting id, metric)
+
+
+def _series_of(boards: list[dict[str, Any]]) -> dict[SeriesKey, tuple[dict[str, Any], str]]:
+    """Series key -> (its board, the variant's line label) for every line of every board."""
+    out: dict[SeriesKey, tuple[dict[str, Any], str]] = {}
+    for b in boards:
+        for row in b["rows"]:
+            if not row.get("setting_id"):
+                continue
+            name = row["arch"] + (f" {row['arch_config_text']}" if row["show_config"] else "")
+            for col in b["columns"]:
+                out.setdefault((b["fingerprint"], row["setting_id"], col["metric"]), (b, name))
+    return out
+
+
+def _bar(p: dict[str, Any]) -> tuple[float | None, float | None]:
+    if p["n"] > 1:
+        return p["lo"], p["hi"]
+    return p["ci_low"], p["ci_high"]
+
+
+def _date(p: dict[str, Any]) -> str:
+    return p["at"].strftime("%Y-%m-%d %H:%M") if p["at"] else "-"
+
+
+def pages(boards: list[dict[str, Any]], points: list[dict[str, Any]],
+          changes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One page per board with history: per column a chart (a line per variant over the
+    board's runs, oldest first), the change points of its series, and its points as CSV."""
+    series = _series_of(boards)
+    change_at = {(c["hardware_fingerprint"], c["setting_id"], c["metric"], c["run_id"]): c
+                 for c in changes}
+    per_board: dict[str, list[tuple[str, dict[str, Any]]]] = defaultdict(list)
+    by_id: dict[str, dict[str, Any]] = {}
+    for p in points:
+        found = series.get((p["hardware_fingerprint"], p["setting_id"], p["metric"]))
+        if found:
+            board, name = found
+            per_board[board["id"]].append((name, p))
+            by_id[board["id"]] = board
+    return [_page(by_id[bid], mine, change_at) for bid, mine in sorted(per_board.items())]
+
+
+def _page(board: dict[str, Any], mine: list[tuple[str, dict[str, Any]]],
+          change_at: dict[tuple, dict[str, Any]]) -> dict[str, Any]:
+    first: dict[str, dict[str, Any]] = {}  # run id -> its earliest point (the run's date)
+    for _, p in mine:
+        if p["run_id"] not in first or str(p["at"]) < str(first[p["run_id"]]["at"]):
+            first[p["run_id"]] = p
+    runs = sorted(first, key=lambda run_id: (str(first[run_id]["at"]), run_id))
+    position = {run_id: i for i, run_id in enumerate(runs)}
+    names = [_date(first[run_id]) for run_id in runs]
+    charts_out, found = [], []
+    for col in board["columns"]:
+        pts = []
+        for name, p in mine:
+            if p["metric"] != col["metric"]:
+                continue
+            change = change_at.get((p["hardware_fingerprint"], p["setting_id"], p["metric"],
+                                    p["run_id"]))
+            if change:
+                found.append({**change, "label": name, "date": _date(p)})
+            pts.append(_point(name, p, position[p["run_id"]], change))
+        if pts:
+            y_log = col["unit"] not in ("fraction", "") and all(pt.y > 0 for pt in pts)
+            charts_out.append({"label": col["label"], "n_series": len({pt.label for pt in pts}),
+                               "svg": charts.lines(pts, "run (oldest first)", col["label"],
+                                                   x_log=False, y_log=y_log, x_names=names)})
+    return {"board": board, "charts": charts_out, "n_runs": len(runs),
+            "changes": sorted(found, key=lambda c: (c["date"], c["label"], c["metric"])),
+            "csv": _csv(mine)}
+
+
+def _point(name: str, p: dict[str, Any], x: int, change: dict[str, Any] | None) -> charts.Point:
+    low, high = _bar(p)
+    spread = (f" range over {p['n']} seeds [{fmt(low)}–{fmt(high)}]" if p["n"] > 1 else
+              f" 95% CI [{fmt(low)}–{fmt(high)}]" if low is not None else "")
+    tip = (f"{name}: {fmt(p['mean'])}{spread}; run {p['run_id']}, {p['code_version']}, "
+           f"{_date(p)}")
+    if change:
+        tip += f"; {change['change']} {100 * (change['rel_change'] or 0):+.1f}%" + \
+            (" (confirmed)" if change["confirmed"] else " (unconfirmed)")
+    return charts.Point(x=float(x), y=float(p["mean"]), label=name, tip=tip, y_low=low,
+                        y_high=high, marked=change is not None)
+
+
+CSV_HEADER = ("variant", "metric", "run_id", "date", "code_version", "mean", "min", "max",
+              "ci_low", "ci_high", "n_rows")
+
+
+def _csv(mine: list[tuple[str, dict[str, Any]]]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_HEADER)
+    for name, p in sorted(mine, key=lambda m: (m[1]["metric"], m[0], str(m[1]["at"]),
+                                               m[1]["run_id"])):
+        writer.writerow([name, p["metric"], p["run_id"], _date(p), p["code_version"],
+                         *(repr(float(v)) if v is not None else "" for v in
+                           (p["mean"], p["lo"], p["hi"], p["ci_low"], p["ci_high"])), p["n"]])
+    return out.getvalue()
+
