@@ -54,7 +54,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from harness import db, yamlsafe
+from harness import db, queries, yamlsafe
 from harness.ids import setting_id
 
 DEFAULT_PATH = Path(__file__).with_name("claims.yaml")
@@ -282,20 +282,6 @@ DERIVED_COLUMNS = ("id", "hardware_fingerprint", "task", "metric", "kind", "arch
                    "unit", "method", "points", "series")
 
 
-def _result_rows(engine: Engine, task: str, archs: set[str],
-                 metrics: set[str]) -> list[dict[str, Any]]:
-    """Rows of ``task`` for these variants and metrics, oldest first, each with its run's
-    suite (None if the run is not recorded)."""
-    r, runs = db.Result.__table__, db.Run.__table__
-    stmt = (select(*(r.c[c] for c in RESULT_COLUMNS), runs.c.suite)
-            .select_from(r.outerjoin(runs, runs.c.run_id == r.c.run_id))
-            .where(r.c.task == task, r.c.arch.in_(sorted(archs)),
-                   r.c.metric.in_(sorted(metrics)))
-            .order_by(r.c.id))
-    with engine.connect() as conn:
-        return [dict(row) for row in conn.execute(stmt).mappings()]
-
-
 def _exponents(engine: Engine, task: str) -> dict[tuple[str, str, str], dict[str, Any]]:
     """(fingerprint, metric, arch) -> the newest scaling exponent of ``task``."""
     d = db.Derived.__table__
@@ -473,24 +459,29 @@ def _verdict(claim: Claim, fp: str, rows: list[dict[str, Any]],
 def evaluate(engine: Engine, claims: list[Claim] | None = None) -> list[Verdict]:
     """Verdicts of ``claims`` (default: the shipped ones), in claim order, then machine order:
     one per claim per machine with any row of the claim's task, or one "not run" verdict with
-    machine None when no machine has any."""
+    machine None when no machine has any. The rows of every claim are read in one query
+    (``queries.claim_rows``), each exponent table once per task."""
     claims = load() if claims is None else claims
     machines = _machines(engine)
+    wanted = sorted({(c.task, *map(tuple, map(sorted, _needs(c)))) for c in claims
+                     if machines.get(c.task)})
+    by_key: dict[tuple, list[dict[str, Any]]] = {key: [] for key in wanted}
+    for row in queries.claim_rows(engine, wanted, RESULT_COLUMNS):
+        for key in wanted:
+            if row["task"] == key[0] and row["arch"] in key[1] and row["metric"] in key[2]:
+                by_key[key].append(row)
+    exponents: dict[str, dict[tuple[str, str, str], dict[str, Any]]] = {}
     out: list[Verdict] = []
-    cache: dict[tuple[str, tuple[str, ...], tuple[str, ...]], list[dict[str, Any]]] = {}
     for claim in claims:
         fps = machines.get(claim.task, [])
         if not fps:
             out.append(Verdict(claim, None, NOT_RUN, f"no results of task {claim.task} in this "
                                f"database (run suite {claim.suite})", []))
             continue
-        archs, metrics = _needs(claim)
-        key = (claim.task, tuple(sorted(archs)), tuple(sorted(metrics)))
-        if key not in cache:
-            cache[key] = _result_rows(engine, claim.task, archs, metrics)
-        exponents = (_exponents(engine, claim.task)
-                     if any(c["op"] in EXPONENT_OPS for c in claim.predicate) else {})
-        out.extend(_verdict(claim, fp, cache[key], exponents) for fp in fps)
+        rows = by_key[(claim.task, *map(tuple, map(sorted, _needs(claim))))]
+        if any(c["op"] in EXPONENT_OPS for c in claim.predicate) and claim.task not in exponents:
+            exponents[claim.task] = _exponents(engine, claim.task)
+        out.extend(_verdict(claim, fp, rows, exponents.get(claim.task, {})) for fp in fps)
     return out
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import shutil
 from collections import defaultdict
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -144,7 +143,7 @@ def render_into(engine: Engine, out: Path, assets: Path) -> None:
     _variant_pages(env, out, boards, catalog, names["arch"], files["arch"])
     _machine_pages(env, out, boards, hardware, db.peaks(engine), queries.newest_volatile(engine),
                    names["machine"], files["machine"])
-    verdicts = evaluate_claims(engine)
+    verdicts = claims.evaluate(engine)
     _write(out, ("claims.html",), env.get_template("claims.html").render(
         root=".", verdicts=[{"v": v, "evidence": pages.evidence_table(v.evidence)}
                             for v in verdicts]))
@@ -230,29 +229,3 @@ def _history_pages(env: Environment, out: Path, pages_: list[dict[str, Any]]) ->
         bid = page["board"]["id"]
         _write(out, ("history", f"{bid}.html"), template.render(root="..", page=page))
         _write(out, ("csv", f"history-{bid}.csv"), page["csv"])
-
-
-def evaluate_claims(engine: Engine, shipped: Iterable[claims.Claim] | None = None
-                    ) -> list[claims.Verdict]:
-    """``claims.evaluate`` with the rows of every claim read in one query rather than one
-    scan of ``results`` per claim (the same verdicts: tests/test_site_boards.py checks)."""
-    todo = claims.load() if shipped is None else list(shipped)
-    machines = claims._machines(engine)  # noqa: SLF001 - claims' own steps, batched here
-    wanted = {(c.task, *map(tuple, map(sorted, claims._needs(c)))) for c in todo
-              if machines.get(c.task)}
-    rows = queries.claim_rows(engine, sorted(wanted), claims.RESULT_COLUMNS)
-    out: list[claims.Verdict] = []
-    for claim in todo:
-        fps = machines.get(claim.task, [])
-        if not fps:
-            out.append(claims.Verdict(claim, None, claims.NOT_RUN,
-                                      f"no results of task {claim.task} in this database "
-                                      f"(run suite {claim.suite})", []))
-            continue
-        archs, metrics = claims._needs(claim)
-        mine = [r for r in rows if r["task"] == claim.task and r["arch"] in archs
-                and r["metric"] in metrics]
-        exponents = (claims._exponents(engine, claim.task)
-                     if any(c["op"] in claims.EXPONENT_OPS for c in claim.predicate) else {})
-        out.extend(claims._verdict(claim, fp, mine, exponents) for fp in fps)
-    return out
