@@ -259,6 +259,10 @@ def scaling_charts(task_boards: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def in_sweep(arch: str, sweep: dict[str, Any]) -> bool:
+    return any(r["arch"] == arch for _, b in sweep["members"] for r in b["rows"])
+
+
 # --- pages -----------------------------------------------------------------------------------
 
 

@@ -139,8 +139,10 @@ def render_into(engine: Engine, out: Path, assets: Path) -> None:
                        history_ids={h["board"]["id"] for h in histories})
     _index(env, out, boards, hardware, queries.count_results(engine))
     _csvs(out, boards)
-    _task_pages(env, out, boards, rows, catalog, names["task"], files["task"])
-    _variant_pages(env, out, boards, catalog, names["arch"], files["arch"])
+    scaling = {task: pages.scaling_charts([b for b in boards if b["task"] == task])
+               for task in names["task"]}
+    _task_pages(env, out, boards, rows, catalog, scaling, names["task"], files["task"])
+    _variant_pages(env, out, boards, catalog, scaling, names["arch"], files["arch"])
     _machine_pages(env, out, boards, hardware, db.peaks(engine), queries.newest_volatile(engine),
                    names["machine"], files["machine"])
     verdicts = claims.evaluate(engine)
@@ -178,7 +180,8 @@ def _csvs(out: Path, boards: list[dict[str, Any]]) -> None:
 
 
 def _task_pages(env: Environment, out: Path, boards: list[dict[str, Any]],
-                rows: list[dict[str, Any]], catalog: dict[str, Any], names: list[str],
+                rows: list[dict[str, Any]], catalog: dict[str, Any],
+                scaling: dict[str, list[dict[str, Any]]], names: list[str],
                 files: dict[str, str]) -> None:
     inside(out, "task").mkdir()
     rows_by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -192,18 +195,21 @@ def _task_pages(env: Environment, out: Path, boards: list[dict[str, Any]],
         _write(out, ("task", f"{files[name]}.html"), template.render(
             root="..", info=pages.task_info(name, catalog, mine, rows_by_task[name]),
             boards=mine, pareto=[c for c in charts if c["svgs"]],
-            scaling=pages.scaling_charts(mine), legend=pages.legend(mine),
+            scaling=scaling[name], legend=pages.legend(mine),
             filters=_filters(mine)))
 
 
 def _variant_pages(env: Environment, out: Path, boards: list[dict[str, Any]],
-                   catalog: dict[str, Any], names: list[str], files: dict[str, str]) -> None:
+                   catalog: dict[str, Any], scaling: dict[str, list[dict[str, Any]]],
+                   names: list[str], files: dict[str, str]) -> None:
     inside(out, "arch").mkdir()
     template = env.get_template("arch.html")
     for name in names:
         mine = pages.variant_boards(name, boards)
         _write(out, ("arch", f"{files[name]}.html"), template.render(
             root="..", info=pages.variant_info(name, catalog), boards=mine,
+            scaling={task: [c for c in charts if pages.in_sweep(name, c["sweep"])]
+                     for task, charts in scaling.items()},
             legend=pages.legend(mine), filters=_filters(mine)))
 
 
