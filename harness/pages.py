@@ -335,7 +335,7 @@ def scaling_page(all_boards: list[dict[str, Any]], derived: list[dict[str, Any]]
     for sweep in boards_mod.sweeps(all_boards):
         first = sweep["members"][0][1]
         for col in first["columns"]:
-            points, marked = [], []
+            points, marked, cells = [], [], {}
             for x, b in sweep["members"]:
                 i = next((k for k, c in enumerate(b["columns"]) if c["metric"] == col["metric"]),
                          None)
@@ -343,6 +343,7 @@ def scaling_page(all_boards: list[dict[str, Any]], derived: list[dict[str, Any]]
                     c = r["cells"][i]
                     if c["value"] is not None and c["value"] > 0:
                         points.append(_pt(r["arch"], x, c, f"{sweep['x_key']} {x:g}"))
+                        cells[(r["arch"], x)] = c
                         if c["marks"]:
                             marked.append({"arch": r["arch"], "x": x, "cell": c})
             if len({p.x for p in points}) < 2:
@@ -352,5 +353,30 @@ def scaling_page(all_boards: list[dict[str, Any]], derived: list[dict[str, Any]]
                         "svg": charts.lines(points, sweep["x_key"], col["label"]),
                         "marked": marked,
                         "exponents": [d for d in mine if d["kind"] == "scaling_exponent"],
-                        "crossovers": [d for d in mine if d["kind"] == "crossover_length"]})
+                        "crossovers": [{**d, "doubt": crossover_doubt(d, cells)} for d in mine
+                                       if d["kind"] == "crossover_length"]})
     return out
+
+
+def crossover_doubt(d: dict[str, Any], cells: dict[tuple[str, float], dict[str, Any]]) -> str:
+    """Why a crossover is not resolved by the measurements, or "": a point on either side of
+    it carries a mark (noisy, contended...), or the two variants' CIs overlap at the lengths
+    around it, so the sign change may be noise."""
+    xs = sorted((d.get("points") or {}).get("x") or [])
+    below = [x for x in xs if x <= d["value"]]
+    above = [x for x in xs if x >= d["value"]]
+    if not below or not above:
+        return ""
+    reasons = []
+    for x in dict.fromkeys((below[-1], above[0])):
+        a, b = cells.get((d["arch"], x)), cells.get((d["other_arch"], x))
+        if a is None or b is None:
+            continue
+        marks = [f"{arch} {m['mark']}" for arch, c in ((d["arch"], a), (d["other_arch"], b))
+                 for m in c["marks"]]
+        if marks:
+            reasons.append(f"at {x:g}: " + ", ".join(marks))
+        elif None not in (a["low"], a["high"], b["low"], b["high"]) and \
+                a["low"] <= b["high"] and b["low"] <= a["high"]:
+            reasons.append(f"at {x:g}: the 95% CIs overlap")
+    return "; ".join(reasons)
