@@ -172,6 +172,8 @@ def build_boards(rows: list[dict[str, Any]], runs: dict[str, dict[str, Any]],
             "setting": setting_items(task_config, budget_d, device, dtype, threads),
             "setting_more": other_settings(task_config),
             "columns": columns, "rows": board_rows,
+            "head_rows": [r for line in lines.values()
+                          for r in line.get(columns[0]["metric"], [])],
             "ranked": bool((info or {}).get("ranked", True)),
             "unranked_reason": (info or {}).get("unranked_reason") or "",
             "last_run": {"run_id": last["run_id"],

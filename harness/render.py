@@ -22,7 +22,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from sqlalchemy.engine import Engine
 
 from harness import boards as boards_mod
-from harness import claims, db, history, pages, queries
+from harness import claims, db, heatmap, history, pages, queries
 from harness.cells import (  # noqa: F401 - re-exported: site callers name them here
     TIMED_UNITS,
     baseline_note,
@@ -138,6 +138,7 @@ def render_into(engine: Engine, out: Path, assets: Path) -> None:
     env.globals.update(files=files, hardware=hardware,
                        history_ids={h["board"]["id"] for h in histories})
     _index(env, out, boards, hardware, queries.count_results(engine))
+    heatmap.write(env, out, boards)
     _csvs(out, boards)
     scaling = {task: pages.scaling_charts([b for b in boards if b["task"] == task])
                for task in names["task"]}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -53,7 +54,7 @@ def test_refresh_stores_and_site_plots(db_url: str, tmp_path: Path) -> None:
     index = render.build(engine, tmp_path / "site")
     page = (index.parent / "scaling.html").read_text()
     assert page.count("<polyline") == 2
-    assert "<title>linear</title>" in page and "<title>quadratic</title>" in page
+    assert 'class="legend">linear</text>' in page and 'class="legend">quadratic</text>' in page
     assert ">100.0<" in page  # the crossover length
 
 
@@ -91,14 +92,19 @@ def test_accuracy_cells_are_shaded_as_a_heat_map(db_url: str, tmp_path: Path) ->
     row = {**_row("transformer", 64, 0.5), "task": "mqar", "metric": "accuracy",
            "unit": "fraction", "higher_is_better": True}
     engine = db.connect(db_url)
-    db.store(engine, [row, {**row, "arch": "mamba", "value": 1.0, "cell_id": "m"}])
-    html = render.build(engine, tmp_path / "site").read_text()
-    assert 'style="background: hsl(60, 60%, 85%)"' in html  # 0.5: halfway, yellow
-    assert 'style="background: hsl(120, 60%, 85%)"' in html  # 1.0: green
-    # the capability page: accuracy tasks only, the same shading
-    db.store(engine, [{**_row("transformer", 64, 2.0), "cell_id": "lat"}])
-    render.build(engine, tmp_path / "site")
-    cap = (tmp_path / "site" / "capability.html").read_text()
-    assert "mqar" in cap and 'style="background: hsl(60, 60%, 85%)"' in cap
-    assert "prefill_latency" not in cap
-    assert "prefill_latency" in (tmp_path / "site" / "index.html").read_text()
+    db.store(engine, [row, {**row, "arch": "mamba", "value": 1.0, "cell_id": "m"},
+                      {**_row("transformer", 64, 2.0), "cell_id": "lat"}])
+    site = render.build(engine, tmp_path / "site").parent
+    index = (site / "index.html").read_text()
+    boards = dict(re.findall(r'<section class="board" id="(mqar|prefill_latency)-[^"]*"'
+                             r'(.*?)</section>', index, re.S))
+    # no floor recorded: shaded from 0, red to green
+    assert 'style="background: hsl(60, 60%, 85%)"' in boards["mqar"]  # 0.5: halfway, yellow
+    assert 'style="background: hsl(120, 60%, 85%)"' in boards["mqar"]  # 1.0: green
+    assert "background" not in boards["prefill_latency"]  # a latency is not a heat map
+    # the capability page: accuracy boards only, the same shading
+    cap = (site / "capability.html").read_text()
+    assert ">mqar</a>" in cap
+    assert 'style="background: hsl(60, 60%, 85%)"' in cap
+    assert 'style="background: hsl(120, 60%, 85%)"' in cap
+    assert "prefill_latency" not in cap and "2.00 ms" not in cap

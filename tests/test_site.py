@@ -241,3 +241,39 @@ def test_scaling_page_lists_marked_sweep_points(db_url: str, tmp_path: Path) -> 
     task = (site / "task" / "prefill_latency.html").read_text()
     assert "Scaling with length" in task and task.count('class="pt"') == 6
     assert 'class="err"' in task  # CI bars
+
+
+def test_clicking_a_numeric_header_sorts_the_board_in_headless_chromium(db_url: str,
+                                                                        tmp_path: Path) -> None:
+    engine = db.connect(db_url)
+    values = {"mamba": 0.6, "rwkv": 0.3, "transformer": 0.9, "hyena": 0.45}
+    db.store(engine, [{**_row(arch, "mqar", "accuracy", v, unit="fraction",
+                              higher_is_better=True), "cell_id": f"acc-{arch}"}
+                      for arch, v in values.items()])
+    index = render.build(engine, tmp_path / "site")
+    best_first = sorted(values, key=values.get, reverse=True)
+    problems: list[str] = []
+    with _page(problems) as page:
+        page.goto(index.resolve().as_uri())
+        board = page.locator("section.board", has_text="mqar")
+        names = board.locator("tbody th a")
+        header = board.locator("thead th", has_text="accuracy")
+        assert header.get_attribute("data-kind") == "num"
+
+        def shown() -> list[tuple[str, float]]:
+            sorts = board.locator("tbody tr").evaluate_all(
+                "rows => rows.map(r => r.cells[2].getAttribute('data-sort'))")
+            return list(zip(names.all_inner_texts(), map(float, sorts), strict=True))
+
+        assert [a for a, _ in shown()] == best_first  # ranked: higher accuracy first
+        assert header.get_attribute("aria-sort") is None
+        header.click()
+        assert shown() == sorted(values.items(), key=lambda kv: kv[1])
+        assert header.get_attribute("aria-sort") == "ascending"
+        assert board.locator("tbody tr").first.locator("td").nth(1).inner_text() \
+            .startswith("0.300")  # the figure moved with its row
+        header.click()
+        assert shown() == sorted(values.items(), key=lambda kv: -kv[1])
+        assert header.get_attribute("aria-sort") == "descending"
+        assert board.locator("thead th[aria-sort]").count() == 1  # only the clicked one
+    assert problems == []
