@@ -10,7 +10,10 @@ from harness import plan, suite
 def test_quick_plan_has_every_variant_task_pair() -> None:
     s = suite.load("quick")
     cells = plan.plan(s)
-    assert len(cells) == len(s.architectures) * len(s.tasks) * len(s.seeds)
+    settings = sum(len(s.sweeps[t][1]) if t in s.sweeps else 1 for t in s.tasks)
+    assert s.sweeps  # the demo's Scaling page needs a length sweep
+    assert len(cells) == len(s.architectures) * settings * len(s.seeds)
+    assert {(c.arch, c.task) for c in cells} == {(a, t) for a in s.architectures for t in s.tasks}
     assert len({c.cell_id for c in cells}) == len(cells)
 
 
