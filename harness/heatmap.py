@@ -27,6 +27,7 @@ from typing import Any
 from jinja2 import Environment
 
 from harness import pages
+from harness.boards import SWEEP_KEYS
 from harness.cells import fmt
 from harness.outputs import inside
 
@@ -52,6 +53,39 @@ def heat_sections(boards: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out.append({"fingerprint": fp, "columns": columns,
                     "rows": [line(a, mine) for a in archs]})
     return out
+
+
+def overview_sections(boards: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The index's overview per machine: a column per task (accuracy tasks first, then
+    efficiency), each one board of that task (``representative``) with the number of its
+    other settings on the machine; a line per variant with its headline cell and rank."""
+    out = []
+    for fp in sorted({b["fingerprint"] for b in boards}):
+        mine = [b for b in boards if b["fingerprint"] == fp]
+        tasks = list(dict.fromkeys(b["task"] for b in mine))  # boards come accuracy first
+        reps = [representative([b for b in mine if b["task"] == t]) for t in tasks]
+        columns = [{**column(b, mine), "others": sum(o["task"] == b["task"] for o in mine) - 1}
+                   for b in reps]
+        archs = sorted({r["arch"] for b in reps for r in b["rows"]})
+        out.append({"fingerprint": fp, "columns": columns,
+                    "rows": [line(a, reps) for a in archs]})
+    return out
+
+
+def representative(task_boards: list[dict[str, Any]]) -> dict[str, Any]:
+    """The board of a task that shows it best: the most variants, then the longest length,
+    then the largest step budget, then the newest run."""
+    def score(b: dict[str, Any]) -> tuple:
+        cfg = b["task_config"]
+        length = max((v for k, v in cfg.items() if k in SWEEP_KEYS and _number(v)), default=0)
+        steps = cfg.get("steps") if _number(cfg.get("steps")) else 0
+        return (len({r["arch"] for r in b["rows"]}), length, steps, b["last_run"]["date"],
+                b["id"])
+    return max(task_boards, key=score)
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def column(board: dict[str, Any], machine_boards: list[dict[str, Any]]) -> dict[str, Any]:
@@ -108,9 +142,10 @@ def line(arch: str, machine_boards: list[dict[str, Any]]) -> dict[str, Any]:
     for b in machine_boards:
         mine = [r for r in b["rows"] if r["arch"] == arch]
         if not mine:
-            cells.append({"cell": pages.cell([], b["columns"][0]), "config": "", "of": 0})
+            cells.append({"cell": pages.cell([], b["columns"][0]), "config": "", "of": 0,
+                          "rank": None})
             continue
-        cells.append({"cell": mine[0]["cells"][0], "of": len(mine),
+        cells.append({"cell": mine[0]["cells"][0], "of": len(mine), "rank": mine[0]["rank"],
                       "config": mine[0]["arch_config_text"] if len(mine) > 1 else ""})
     # ``pages.legend`` reads every row's "cells" and their "marks": the marks shown here
     return {"arch": arch, "heat": cells, "cells": [c["cell"] for c in cells]}

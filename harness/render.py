@@ -167,8 +167,9 @@ def _filters(boards: list[dict[str, Any]]) -> dict[str, list[str]]:
 def _index(env: Environment, out: Path, boards: list[dict[str, Any]],
            hardware: dict[str, Any], n_results: int) -> None:
     machines = sorted({b["fingerprint"] for b in boards})
-    sections = [{"fingerprint": fp, "boards": [b for b in boards if b["fingerprint"] == fp]}
-                for fp in machines]
+    overview = {o["fingerprint"]: o for o in heatmap.overview_sections(boards)}
+    sections = [{"fingerprint": fp, "boards": [b for b in boards if b["fingerprint"] == fp],
+                 "overview": overview[fp]} for fp in machines]
     _write(out, ("index.html",), env.get_template("index.html").render(
         root=".", sections=sections, n_results=n_results, legend=pages.legend(boards),
         filters=_filters(boards)))

@@ -268,7 +268,10 @@ def test_boards_from_the_query_equal_boards_from_every_row(engine) -> None:
     runs, catalog = queries.run_facts(engine), db.catalog(engine)
     got = boards.build_boards(queries.board_rows(engine), runs, catalog, pages.cell)
     want = boards.build_boards(db.results(engine), runs, catalog, pages.cell)
-    assert got == want and len(got) > 10
+    def plain(bs: list[dict]) -> list[dict]:  # the rows behind the headline: by id
+        return [{**b, "head_rows": [r["id"] for r in b["head_rows"]]} for b in bs]
+
+    assert plain(got) == plain(want) and len(got) > 10
     assert len(queries.board_rows(engine)) < len(db.results(engine))
 
 

@@ -179,7 +179,7 @@ def test_timed_figures_show_ci_marks_and_legend_in_headless_chromium(timed,
     problems: list[str] = []
     with _page(problems) as page:
         page.goto(index.resolve().as_uri())
-        cells = {name: page.locator("tbody tr", has=page.locator("th a", has_text=name))
+        cells = {name: page.locator("section.board tbody tr", has=page.locator("th a", has_text=name))
                  .locator("td").nth(1) for name in ("transformer", "mamba", "hyena")}
         for cell in cells.values():
             assert cell.is_visible()
@@ -214,7 +214,7 @@ def test_timed_figures_show_ci_marks_and_legend_in_headless_chromium(timed,
                      "CI target missed", "x ref", "reference workload"):
             assert word in legend.inner_text(), word
         # the variant page shows the same marks beside the value, and the CI
-        page.locator("tbody th a", has_text="hyena").click()
+        page.locator("section.board tbody th a", has_text="hyena").click()
         assert page.locator("main h1").inner_text().startswith("hyena")
         row = page.locator("table.variant-results tr")
         assert row.locator(".rank").inner_text() == "rank 3 of 3"

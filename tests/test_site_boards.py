@@ -356,3 +356,29 @@ def test_build_reads_no_registry_and_imports_no_torch(db_url: str, tmp_path: Pat
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                           cwd=Path(__file__).resolve().parent.parent)
     assert done.returncode == 0, done.stderr
+
+
+def test_index_overview_has_one_column_per_task_accuracy_first_with_ranks(db_url: str,
+                                                                           tmp_path: Path) -> None:
+    engine = _engine(db_url)
+    db.start_run(engine, "r1", "a", "git:1", "fp0", 1, config={"model": {"d_model": 32}})
+    db.store(engine, [_row(a, v) for a, v in (("mamba", 0.4), ("transformer", 0.9))])
+    db.store(engine, [_row("mamba", 0.2, task_config={"seq_len": 12, "steps": 10})])
+    db.store(engine, [_row(a, ms * n / 64, task="prefill_latency", metric="latency_ms",
+                           unit="ms", higher_is_better=False, task_config={"seq_len": n},
+                           ci_low=ms * n / 70, ci_high=ms * n / 60, extra={})
+                      for a, ms in (("mamba", 1.0), ("transformer", 2.0)) for n in (64, 256)])
+    index = render.build(engine, tmp_path / "site")
+    html = index.read_text()
+    overview = html.split('<h3 class="overview">Overview</h3>')[1].split(
+        '<h3 class="overview">Boards</h3>')[0]
+    heads = re.findall(r'<th data-kind="num" scope="col"><a href="\./task/([a-z_]+)\.html"',
+                       overview)
+    assert heads == ["mqar", "prefill_latency"]  # one column per task, accuracy first
+    # the representative boards: the most variants (mqar steps 100), the longest length (256)
+    assert "steps <b>100</b>" in overview and "steps <b>10</b>" not in overview
+    assert "seq_len <b>256</b>" in overview and "seq_len <b>64</b>" not in overview
+    assert overview.count("other setting:") == 2
+    assert re.search(r">#1 </small><br><span class=\"val\">0\.900", overview)
+    assert re.search(r">#1 </small><br><span class=\"val\">4\.00", overview)  # mamba, faster
+    assert re.search(r">#2 </small><br><span class=\"val\">8\.00", overview)
