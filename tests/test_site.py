@@ -179,8 +179,9 @@ def test_timed_figures_show_ci_marks_and_legend_in_headless_chromium(timed,
     problems: list[str] = []
     with _page(problems) as page:
         page.goto(index.resolve().as_uri())
-        cells = {name: page.locator("section.board tbody tr", has=page.locator("th a", has_text=name))
-                 .locator("td").nth(1) for name in ("transformer", "mamba", "hyena")}
+        rows = page.locator("section.board tbody tr")
+        cells = {name: rows.filter(has=page.locator("th a", has_text=name)).locator("td").nth(1)
+                 for name in ("transformer", "mamba", "hyena")}
         for cell in cells.values():
             assert cell.is_visible()
         assert cells["transformer"].inner_text().split() == ["4.27", "ms", "[3.90–4.60]",
