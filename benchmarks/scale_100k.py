@@ -55,6 +55,7 @@ EFFICIENCY = {
 ACCURACY = ["mqar", "parity", "dyck", "flip_flop", "induction_heads", "listops",
             "selective_copy", "permutation"]
 SEEDS = [0, 1, 2]
+SHAPE = "v2"  # the generator's version: a cached database of another shape is made again
 FINGERPRINTS = ["fp_cpu_a", "fp_cpu_b", "fp_gpu_c"]
 
 
@@ -191,7 +192,7 @@ def generate(path: Path, n_rows: int, seed: int = 0) -> None:
         run_id = f"run{i:05d}"
         archs = ARCHS if i % 4 else rng.sample(ARCHS, 8)  # some partial runs
         rows = sweep(rng, run_id, fp, version, t0 + timedelta(hours=i), archs)
-        rows = [db.sanitize_result(r) for r in rows[:n_rows - written]]
+        rows = [db.with_setting_id(db.sanitize_result(r)) for r in rows[:n_rows - written]]
         rows = [{c: r.get(c) for c in columns} for r in rows]  # one key set: executemany
         with db._writing(engine) as conn:
             conn.execute(insert(runs_t).values(
@@ -216,11 +217,11 @@ def new_run_rows(run_id: str) -> list[dict[str, Any]]:
 
 def cached(path: Path, n_rows: int) -> Path:
     stamp = path.with_name(path.name + ".rows")
-    if path.exists() and stamp.exists() and stamp.read_text().strip() == str(n_rows):
+    if path.exists() and stamp.exists() and stamp.read_text().strip() == f"{n_rows} {SHAPE}":
         return path
     t = time.perf_counter()
     generate(path, n_rows)
-    stamp.write_text(str(n_rows))
+    stamp.write_text(f"{n_rows} {SHAPE}")
     print(f"generated {n_rows} rows into {path} in {time.perf_counter() - t:.1f} s",
           file=sys.stderr)
     return path

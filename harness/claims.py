@@ -303,6 +303,13 @@ def _machines(engine: Engine) -> dict[str, list[str]]:
     return {task: sorted(fps) for task, fps in out.items()}
 
 
+def _machines_of(rows: list[dict[str, Any]]) -> dict[str, list[str]]:
+    out: dict[str, set[str]] = {}
+    for row in rows:
+        out.setdefault(row["task"], set()).add(row["hardware_fingerprint"])
+    return {task: sorted(fps) for task, fps in out.items()}
+
+
 # --- evaluating ------------------------------------------------------------------------------
 
 
@@ -456,17 +463,21 @@ def _verdict(claim: Claim, fp: str, rows: list[dict[str, Any]],
     return Verdict(claim, fp, REPRODUCED, "holds: " + "; ".join(t for _, t in checks), evidence)
 
 
-def evaluate(engine: Engine, claims: list[Claim] | None = None) -> list[Verdict]:
+def evaluate(engine: Engine, claims: list[Claim] | None = None,
+             rows: list[dict[str, Any]] | None = None) -> list[Verdict]:
     """Verdicts of ``claims`` (default: the shipped ones), in claim order, then machine order:
     one per claim per machine with any row of the claim's task, or one "not run" verdict with
     machine None when no machine has any. The rows of every claim are read in one query
-    (``queries.claim_rows``), each exponent table once per task."""
+    (``queries.claim_rows``), each exponent table once per task. ``rows``: rows already read
+    (``RESULT_COLUMNS`` and ``suite``) holding at least, per machine, setting, metric, seed and
+    suite, the newest finished row and the newest row (``queries.board_rows``, what the site
+    reads): the same verdicts without reading every version's rows again."""
     claims = load() if claims is None else claims
-    machines = _machines(engine)
+    machines = _machines(engine) if rows is None else _machines_of(rows)
     wanted = sorted({(c.task, *map(tuple, map(sorted, _needs(c)))) for c in claims
                      if machines.get(c.task)})
     by_key: dict[tuple, list[dict[str, Any]]] = {key: [] for key in wanted}
-    for row in queries.claim_rows(engine, wanted, RESULT_COLUMNS):
+    for row in queries.claim_rows(engine, wanted, RESULT_COLUMNS) if rows is None else rows:
         for key in wanted:
             if row["task"] == key[0] and row["arch"] in key[1] and row["metric"] in key[2]:
                 by_key[key].append(row)

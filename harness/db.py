@@ -58,11 +58,12 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
+from harness.ids import SETTING_KEYS, setting_id
 from harness.values import INT_RANGE, MAX_PATHS, TRUNCATION_MARK, sanitize  # noqa: F401
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3  # the alembic head is harness/migrations/versions/0003_*
+SCHEMA_VERSION = 4  # the alembic head is harness/migrations/versions/0004_*
 DEFAULT_DB = Path("results") / "archbench.db"
 DONE_STATUSES = ("ok", "unavailable", "unsupported")  # finished measurements; not re-run
 RUN_STATUSES = ("running", "finished", "interrupted", "abandoned", "failed")
@@ -176,6 +177,11 @@ DONE_INDEX = Index("ux_results_done", Result.cell_id, Result.hardware_fingerprin
                    sqlite_where=_done, postgresql_where=_done)
 SERIES_INDEX = Index("ix_results_series", Result.hardware_fingerprint, Result.setting_id,
                      Result.metric)
+# what queries.board_rows and history_points group by (newest row per setting, metric and
+# seed; a point per run): covering both
+BOARD_INDEX = Index("ix_results_board", Result.hardware_fingerprint, Result.setting_id,
+                    Result.metric, Result.seed, Result.status, Result.run_id, Result.id,
+                    Result.value, Result.ci_low, Result.ci_high)
 
 
 class Derived(Base):
@@ -325,7 +331,7 @@ def resolve_url(url: str | None = None) -> str:
     return url
 
 
-REVISIONS = ("0001", "0002", "0003")  # alembic revisions, oldest first; schema N is REVISIONS[N-1]
+REVISIONS = ("0001", "0002", "0003", "0004")  # alembic revisions, oldest first; schema N is REVISIONS[N-1]
 HEAD = REVISIONS[SCHEMA_VERSION - 1]
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -770,6 +776,13 @@ def done_settings(engine: Engine, fingerprint: str) -> set[tuple[str, int]]:
         return {(sid, int(seed)) for sid, seed in s.execute(stmt)}
 
 
+def with_setting_id(row: dict[str, Any]) -> dict[str, Any]:
+    """Every stored row names its setting (the runner sets it; here for other callers)."""
+    if row.get("setting_id") is None and all(k in row for k in SETTING_KEYS):
+        row["setting_id"] = setting_id(row)
+    return row
+
+
 def store(engine: Engine, rows: Iterable[dict[str, Any]],
           claim: tuple[str, str, str] | None = None) -> int:
     """Insert one cell's rows in a single transaction (all or nothing); returns rows written.
@@ -780,7 +793,7 @@ def store(engine: Engine, rows: Iterable[dict[str, Any]],
     claim (then every row must belong to that cell); otherwise nothing is written and 0 is
     returned. If the cell already has a finished result (the unique index refuses a second
     copy for the same run), nothing is written, the claim is dropped and 0 is returned."""
-    rows = [sanitize_result(row) for row in rows]
+    rows = [with_setting_id(sanitize_result(row)) for row in rows]
     if claim is not None:
         cell_id, fingerprint, owner = claim
         key = _key(cell_id, fingerprint, owner=owner)

@@ -155,12 +155,13 @@ def fingerprints(engine: Engine) -> set[str]:
 
 # --- boards (harness.boards) -----------------------------------------------------------------
 
-BOARD_KEY = ("hardware_fingerprint", "arch", "arch_config", "task", "task_config", "device",
-             "dtype", "threads", "metric", "seed")
+# the setting id hashes (arch, arch_config, task, task_config, device, dtype, threads); every
+# row has one (db.store fills it in, migrations filled in older rows); ix_results_board covers
+BOARD_KEY = ("hardware_fingerprint", "setting_id", "metric", "seed")
 
 
 def board_rows(engine: Engine, columns: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    """Per (machine, setting, metric, seed, run config) the newest finished row and the newest
+    """Per (machine, setting, metric, seed, run suite and config) the newest finished row and the newest
     row of any status (often the same one), oldest first, without samples: what
     ``boards.group`` picks the newest version's seeds from. A seed whose newest row is of an
     older version than the newest row of its setting is then left out, as it should be; only
@@ -168,11 +169,13 @@ def board_rows(engine: Engine, columns: Sequence[str] | None = None) -> list[dic
     seed of the newest version hide behind a newer row of another."""
     done = R.c.status.in_(db.DONE_STATUSES)
     runs = db.Run.__table__
-    # the run's planned suite (its model section is the board's budget): rows of one setting
-    # and seed stored by suites of different budgets are kept apart
+    # the run's suite and its plan (whose model section is the board's budget): rows of one
+    # setting and seed stored by suites of different budgets are kept apart, and the rows of
+    # each suite are there for claims, which prefer their own suite's rows
     ids = (select(func.max(R.c.id))
            .select_from(R.outerjoin(runs, runs.c.run_id == R.c.run_id))
-           .group_by(*(_key(k) for k in BOARD_KEY), done, cast(runs.c.config, Text)))
+           .group_by(*(R.c[k] for k in BOARD_KEY), done, runs.c.suite,
+                     cast(runs.c.config, Text)))
     stmt = (select(*(R.c[c] for c in columns or columns_except()))
             .where(R.c.id.in_(ids.scalar_subquery())).order_by(R.c.id))
     return fetch(engine, stmt)

@@ -146,7 +146,8 @@ def render_into(engine: Engine, out: Path, assets: Path) -> None:
     _variant_pages(env, out, boards, catalog, scaling, names["arch"], files["arch"])
     _machine_pages(env, out, boards, hardware, db.peaks(engine), queries.newest_volatile(engine),
                    names["machine"], files["machine"])
-    verdicts = claims.evaluate(engine)
+    verdicts = claims.evaluate(engine, rows=[{**r, "suite": (runs.get(r["run_id"]) or {})
+                                              .get("suite")} for r in rows])
     _write(out, ("claims.html",), env.get_template("claims.html").render(
         root=".", verdicts=[{"v": v, "evidence": pages.evidence_table(v.evidence)}
                             for v in verdicts]))

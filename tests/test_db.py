@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, insert, inspect, make_url, select, text
 
-from harness import db
+from harness import db, ids
 from tests.conftest import require
 
 BACKENDS = ["sqlite", "postgresql"]
@@ -126,7 +126,7 @@ def _schema(url: str) -> tuple[set[str], set[str], bool, list[int]]:
     return tables, columns, indexed, list(versions)
 
 
-@pytest.mark.parametrize("revision", ["0001", "0002"])
+@pytest.mark.parametrize("revision", ["0001", "0002", "0003"])
 def test_an_older_database_is_refused_until_upgraded(url: str, revision: str) -> None:
     _at_revision(url, revision)
     with pytest.raises(db.SchemaError, match="older than this archbench's .*db upgrade"):
@@ -204,3 +204,25 @@ def test_schema_1_duplicates_are_kept_and_the_index_skipped(url: str, caplog) ->
     assert db.count(engine) == 2  # no data deleted
     assert db.done_cells(engine, "fp") == {"c1"}
     assert not db.claim(engine, "c1", "fp", "new-run", 60)  # done all the same
+
+
+def test_schema_4_fills_missing_setting_ids_and_builds_the_board_index(url: str) -> None:
+    _at_revision(url, "0003")
+    row = {"arch": "mamba", "arch_config": {"d_model": 8}, "task": "mqar",
+           "task_config": {"seq_len": 12}, "device": "cpu", "dtype": "float32", "threads": 1}
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO results (run_id, cell_id, config_hash, code_version, "
+            "hardware_fingerprint, arch, arch_version, arch_config, task, task_version, "
+            "task_config, seed, metric, unit, value, n_samples, status, method, device, dtype, "
+            "threads, created_at) VALUES ('old', 'c', 'h', 'git:abc', 'fp', 'mamba', 1, "
+            "'{\"d_model\": 8}', 'mqar', 1, '{\"seq_len\": 12}', 0, 'accuracy', 'fraction', 0.5,"
+            " 1, 'ok', 'm', 'cpu', 'float32', 1, CURRENT_TIMESTAMP)"))
+    engine.dispose()
+    assert db.upgrade(url) == (3, db.SCHEMA_VERSION)
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        assert conn.scalars(text("SELECT setting_id FROM results")).all() == [ids.setting_id(row)]
+        assert inspect(conn).has_index("results", "ix_results_board")
+    engine.dispose()

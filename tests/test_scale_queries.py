@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from harness import boards, db, derive, export, pages, queries, render, results
+from harness import boards, claims, db, derive, export, pages, queries, render, results
 from tests.test_db import BACKENDS, database_url
 
 LENGTHS = [32, 64, 128, 256]
@@ -260,6 +260,61 @@ def test_incremental_refresh_equals_a_full_recompute(engine, tmp_path: Path) -> 
 def _files(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
             if p.is_file() and p.name != render.SITE_MARKER}
+
+
+CLAIMS = """\
+claims:
+  - id: full-suite
+    claim: Attention recalls best.
+    paper: {title: T, authors: A, year: 2023, url: "https://arxiv.org/abs/1"}
+    suite: zoo
+    task: mqar
+    metric: accuracy
+    predicate:
+      - {arch: rwkv, at_least: 0.65}
+      - {better: rwkv, than: transformer, by: 0.1}
+  - id: quick-suite
+    claim: The same, from the quick suite's rows.
+    paper: {title: T, authors: A, year: 2023, url: "https://arxiv.org/abs/1"}
+    suite: quick
+    task: mqar
+    metric: accuracy
+    predicate:
+      - {better: mamba, than: transformer, by: 0.05}
+  - id: timing
+    claim: Mamba is slower.
+    paper: {title: T, authors: A, year: 2023, url: "https://arxiv.org/abs/1"}
+    suite: zoo
+    task: prefill_latency
+    metric: latency_ms
+    where: {seq_len: 256}
+    predicate:
+      - {better: transformer, than: mamba, by: 0}
+  - id: absent
+    claim: Nobody ran this.
+    paper: {title: T, authors: A, year: 2023, url: "https://arxiv.org/abs/1"}
+    suite: zoo
+    task: parity
+    metric: accuracy
+    predicate:
+      - {arch: lstm, at_least: 0.9}
+"""
+
+
+def test_claims_on_the_site_rows_equal_claims_on_every_row(engine, tmp_path: Path) -> None:
+    """The site evaluates claims on queries.board_rows (newest rows per setting, seed and
+    suite) rather than every row: the same verdicts and evidence."""
+    path = tmp_path / "claims.yaml"
+    path.write_text(CLAIMS)
+    shipped = claims.load(path)
+    runs = queries.run_facts(engine)
+    rows = [{**r, "suite": runs[r["run_id"]]["suite"]} for r in queries.board_rows(engine)]
+    want = claims.evaluate(engine, shipped)
+    got = claims.evaluate(engine, shipped, rows=rows)
+    assert [(v.claim.id, v.machine, v.status, v.reason, v.evidence) for v in got] == \
+        [(v.claim.id, v.machine, v.status, v.reason, v.evidence) for v in want]
+    assert {v.status for v in want} == {claims.REPRODUCED, claims.NOT_REPRODUCED,
+                                        claims.NOT_RUN}
 
 
 def test_boards_from_the_query_equal_boards_from_every_row(engine) -> None:

@@ -34,7 +34,7 @@ def test_schema1_database_upgrades_keeping_every_row(
     assert len(err.splitlines()) == 1 and "archbench --db" in err and "db upgrade" in err
     assert _rows(path) == before
     assert main(["--db", str(path), "db", "upgrade"]) == 0
-    assert "upgraded from schema 1 to 3" in capsys.readouterr().out
+    assert f"upgraded from schema 1 to {db.SCHEMA_VERSION}" in capsys.readouterr().out
     engine = db.connect(f"sqlite:///{path}")
     assert _rows(path) == before  # nothing lost or changed
     with sqlite3.connect(path) as conn:
