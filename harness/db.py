@@ -331,7 +331,8 @@ def resolve_url(url: str | None = None) -> str:
     return url
 
 
-REVISIONS = ("0001", "0002", "0003", "0004")  # alembic revisions, oldest first; schema N is REVISIONS[N-1]
+# alembic revisions, oldest first; schema N is REVISIONS[N-1]
+REVISIONS = ("0001", "0002", "0003", "0004")
 HEAD = REVISIONS[SCHEMA_VERSION - 1]
 MIGRATIONS = Path(__file__).parent / "migrations"
 

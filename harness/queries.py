@@ -161,8 +161,8 @@ BOARD_KEY = ("hardware_fingerprint", "setting_id", "metric", "seed")
 
 
 def board_rows(engine: Engine, columns: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    """Per (machine, setting, metric, seed, run suite and config) the newest finished row and the newest
-    row of any status (often the same one), oldest first, without samples: what
+    """Per (machine, setting, metric, seed, run suite and config) the newest finished row and
+    the newest row of any status (often the same one), oldest first, without samples: what
     ``boards.group`` picks the newest version's seeds from. A seed whose newest row is of an
     older version than the newest row of its setting is then left out, as it should be; only
     where versions were run out of order (an older version re-run after a newer one) does a
