@@ -30,6 +30,7 @@ class Point:
     y_low: float | None = None  # error bar (CI or spread), where known
     y_high: float | None = None
     marked: bool = False  # a mark (noisy, contended, not converged): drawn hollow
+    focus: bool = True  # a focusable point with its tooltip; else only on the line and band
 
 
 def color(i: int) -> str:
@@ -64,13 +65,11 @@ class _Axis:
         self.lo, self.hi, self.log = lo, hi, log
         self.start, self.length, self.flip = start, length, flip
         self.named: list[str] = []  # labels of the positions 0, 1, ... (an ordinal axis)
+        self._origin = math.log(lo) if log else lo
+        self._scale = 1.0 / ((math.log(hi) - math.log(lo)) if log else (hi - lo))
 
     def __call__(self, v: float) -> float:
-        if self.log:
-            frac = (math.log(max(v, 1e-300)) - math.log(self.lo)) / (
-                math.log(self.hi) - math.log(self.lo))
-        else:
-            frac = (v - self.lo) / (self.hi - self.lo)
+        frac = ((math.log(max(v, 1e-300)) if self.log else v) - self._origin) * self._scale
         frac = min(max(frac, -0.02), 1.02)
         return self.start + self.length * ((1 - frac) if self.flip else frac)
 
@@ -178,10 +177,22 @@ def pareto(points: Sequence[Point], x_label: str, y_label: str, *, x_log: bool =
     return Markup("".join(out))
 
 
+def _band(mine: Sequence[Point], x: _Axis, y: _Axis, fill: str) -> str:
+    """The error bars of a line's points as one shaded band (where each has both ends)."""
+    known = [p for p in mine if p.y_low is not None and p.y_high is not None]
+    if len(known) < 2:
+        return ""
+    edge = [f"{x(p.x):.1f},{y(p.y_high):.1f}" for p in known]  # type: ignore[arg-type]
+    edge += [f"{x(p.x):.1f},{y(p.y_low):.1f}" for p in reversed(known)]  # type: ignore[arg-type]
+    return f'<polygon points="{" ".join(edge)}" fill="{fill}" class="band"/>'
+
+
 def lines(points: Sequence[Point], x_label: str, y_label: str, *, x_log: bool = True,
           y_log: bool = True, x_names: Sequence[str] = ()) -> Markup:
     """One line per variant through its points (x ascending), markers and error bars.
-    ``x_names``: labels of the x positions 0, 1, ... (e.g. run dates), shown as the x ticks."""
+    ``x_names``: labels of the x positions 0, 1, ... (e.g. run dates), shown as the x ticks.
+    Points with ``focus`` False are only vertices of their line, their bars one shaded band
+    (a history of a hundred runs stays small); the others are markers with bar and tooltip."""
     points = [p for p in points if (p.x > 0 or not x_log) and (p.y > 0 or not y_log)]
     if not points:
         return Markup("")
@@ -197,11 +208,13 @@ def lines(points: Sequence[Point], x_label: str, y_label: str, *, x_log: bool = 
     out = _frame(x, y, x_label, y_label, f"{y_label} against {x_label}")
     for i, name in enumerate(names):
         mine = sorted((p for p in points if p.label == name), key=lambda p: p.x)
+        if not all(p.focus for p in mine):
+            out.append(_band(mine, x, y, color(i)))
         if len(mine) > 1:
             line = " ".join(f"{x(p.x):.1f},{y(p.y):.1f}" for p in mine)
             out.append(f'<polyline points="{line}" fill="none" stroke="{color(i)}" '
                        f'stroke-width="1.6"/>')
-        out += [_point(p, x, y, color(i)) for p in mine]
+        out += [_point(p, x, y, color(i)) for p in mine if p.focus]
     out += _legend(names)
     out.append("</svg>")
     return Markup("".join(out))

@@ -6,6 +6,10 @@ the newest board shows one version while its history shows every run that measur
 setting. Per run a point is the mean of the run's finished rows (one per seed); its bar is the
 range over seeds where the run had several, else the row's own 95% CI. Change points found by
 regression detection (``harness.nightly``) are drawn hollow and listed under the chart.
+The page follows the board's headline figure. A line's newest point and its change points are
+markers with their bar and a tooltip (focus, hover or tap); the others are vertices of the line,
+their bars one shaded band, which keeps a page of 22 variants over a hundred runs small (every
+row is in ``archbench export``).
 
 Only series measured in two runs or more get a page (``queries.history_points``); a board links
 to its page where one exists. Pure functions of query rows and boards: no registries.
@@ -13,8 +17,6 @@ to its page where one exists. Pure functions of query rows and boards: no regist
 
 from __future__ import annotations
 
-import csv
-import io
 from collections import defaultdict
 from typing import Any
 
@@ -32,9 +34,14 @@ def _series_of(boards: list[dict[str, Any]]) -> dict[SeriesKey, tuple[dict[str, 
             if not row.get("setting_id"):
                 continue
             name = row["arch"] + (f" {row['arch_config_text']}" if row["show_config"] else "")
-            for col in b["columns"]:
-                out.setdefault((b["fingerprint"], row["setting_id"], col["metric"]), (b, name))
+            out.setdefault((b["fingerprint"], row["setting_id"], b["columns"][0]["metric"]),
+                           (b, name))
     return out
+
+
+def metrics(boards: list[dict[str, Any]]) -> list[str]:
+    """The metrics the history pages follow: each board's headline."""
+    return sorted({b["columns"][0]["metric"] for b in boards})
 
 
 def _bar(p: dict[str, Any]) -> tuple[float | None, float | None]:
@@ -56,9 +63,13 @@ def pages(boards: list[dict[str, Any]], points: list[dict[str, Any]],
                  for c in changes}
     per_board: dict[str, list[tuple[str, dict[str, Any]]]] = defaultdict(list)
     by_id: dict[str, dict[str, Any]] = {}
+    runs_of: dict[SeriesKey, set[str]] = defaultdict(set)
     for p in points:
-        found = series.get((p["hardware_fingerprint"], p["setting_id"], p["metric"]))
-        if found:
+        runs_of[(p["hardware_fingerprint"], p["setting_id"], p["metric"])].add(p["run_id"])
+    for p in points:
+        key = (p["hardware_fingerprint"], p["setting_id"], p["metric"])
+        found = series.get(key)
+        if found and len(runs_of[key]) > 1:
             board, name = found
             per_board[board["id"]].append((name, p))
             by_id[board["id"]] = board
@@ -73,30 +84,33 @@ def _page(board: dict[str, Any], mine: list[tuple[str, dict[str, Any]]],
             first[p["run_id"]] = p
     runs = sorted(first, key=lambda run_id: (str(first[run_id]["at"]), run_id))
     position = {run_id: i for i, run_id in enumerate(runs)}
-    names = [_date(first[run_id]) for run_id in runs]
-    charts_out, found = [], []
-    for col in board["columns"]:
-        pts = []
-        for name, p in mine:
-            if p["metric"] != col["metric"]:
-                continue
-            change = change_at.get((p["hardware_fingerprint"], p["setting_id"], p["metric"],
-                                    p["run_id"]))
-            if change:
-                found.append({**change, "label": name, "date": _date(p)})
-            pts.append(_point(name, p, position[p["run_id"]], change))
-        if pts:
-            y_log = col["unit"] not in ("fraction", "") and all(pt.y > 0 for pt in pts)
-            charts_out.append({"label": col["label"], "n_series": len({pt.label for pt in pts}),
-                               "svg": charts.lines(pts, "run (oldest first)", col["label"],
-                                                   x_log=False, y_log=y_log, x_names=names)})
-    return {"board": board, "charts": charts_out, "n_runs": len(runs),
+    newest: dict[str, int] = {}
+    for name, p in mine:
+        newest[name] = max(newest.get(name, -1), position[p["run_id"]])
+    pts, found = [], []
+    for name, p in mine:
+        x = position[p["run_id"]]
+        change = change_at.get((p["hardware_fingerprint"], p["setting_id"], p["metric"],
+                                p["run_id"]))
+        if change:
+            found.append({**change, "label": name, "date": _date(p)})
+        pts.append(_point(name, p, x, change, focus=change is not None or x == newest[name]))
+    col = board["columns"][0]
+    y_log = col["unit"] not in ("fraction", "") and all(pt.y > 0 for pt in pts)
+    chart = {"label": col["label"], "n_series": len(newest),
+             "svg": charts.lines(pts, "run (oldest first)", col["label"], x_log=False,
+                                 y_log=y_log, x_names=[_date(first[r]) for r in runs])}
+    return {"board": board, "charts": [chart], "n_runs": len(runs),
             "changes": sorted(found, key=lambda c: (c["date"], c["label"], c["metric"])),
-            "csv": _csv(mine)}
+            "first": _date(first[runs[0]]), "last": _date(first[runs[-1]])}
 
 
-def _point(name: str, p: dict[str, Any], x: int, change: dict[str, Any] | None) -> charts.Point:
+def _point(name: str, p: dict[str, Any], x: int, change: dict[str, Any] | None,
+           focus: bool) -> charts.Point:
     low, high = _bar(p)
+    if not focus:  # a vertex of its line; its bar joins the line's band
+        return charts.Point(x=float(x), y=float(p["mean"]), label=name, tip="", y_low=low,
+                            y_high=high, focus=False)
     spread = (f" range over {p['n']} seeds [{fmt(low)}–{fmt(high)}]" if p["n"] > 1 else
               f" 95% CI [{fmt(low)}–{fmt(high)}]" if low is not None else "")
     tip = (f"{name}: {fmt(p['mean'])}{spread}; run {p['run_id']}, {p['code_version']}, "
@@ -106,20 +120,3 @@ def _point(name: str, p: dict[str, Any], x: int, change: dict[str, Any] | None) 
             (" (confirmed)" if change["confirmed"] else " (unconfirmed)")
     return charts.Point(x=float(x), y=float(p["mean"]), label=name, tip=tip, y_low=low,
                         y_high=high, marked=change is not None)
-
-
-CSV_HEADER = ("variant", "metric", "run_id", "date", "code_version", "mean", "min", "max",
-              "ci_low", "ci_high", "n_rows")
-
-
-def _csv(mine: list[tuple[str, dict[str, Any]]]) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(CSV_HEADER)
-    for name, p in sorted(mine, key=lambda m: (m[1]["metric"], m[0], str(m[1]["at"]),
-                                               m[1]["run_id"])):
-        writer.writerow([name, p["metric"], p["run_id"], _date(p), p["code_version"],
-                         *(repr(float(v)) if v is not None else "" for v in
-                           (p["mean"], p["lo"], p["hi"], p["ci_low"], p["ci_high"])), p["n"]])
-    return out.getvalue()
-

@@ -16,7 +16,7 @@ from collections import defaultdict
 from typing import Any
 
 from markdown_it import MarkdownIt
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from harness import boards as boards_mod
 from harness import charts
@@ -93,7 +93,45 @@ def _marks(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
 
 def cell(rows: list[dict[str, Any]], column: dict[str, Any]) -> dict[str, Any]:
     """One board cell from its rows (one per seed, newest version): the mean ± half its 95% CI
-    over seeds, or one row's figure with its CI (timed) or spread, or its status."""
+    over seeds, or one row's figure with its CI (timed) or spread, or its status; with its
+    HTML (``cell_html``), written once and shown on every page that has the cell."""
+    view = _cell(rows, column)
+    view["attrs"], view["html"] = cell_html(view)
+    return view
+
+
+def cell_html(c: dict[str, Any]) -> tuple[Markup, Markup]:
+    """A cell's ``<td>`` attributes and content (what ``_board.html``'s ``cell_td`` wraps):
+    the figure, best badge, CI, reference ratio, mark badges and the details to open."""
+    cls = "status-" + c["status"].replace(" ", "-") + (" best" if c["best"] else "")
+    attrs = f'class="{escape(cls)}" data-sort="{escape(c["sort"])}"'
+    if c["shade"]:
+        attrs += f' style="background: {escape(c["shade"])}"'
+    out = [f'<span class="val">{escape(c["text"])}</span>' if c["status"] == "ok" else ""]
+    if c["best"]:
+        out.append(' <span class="badge badge-best">best</span>')
+    if c["ci"]:
+        out.append(f'<br><span class="ci">{escape(c["ci"])}</span>')
+    if c["ref"]:
+        out.append(f' <span class="ref">{escape(c["ref"]["text"])}</span>')
+    out += [f'<br><span class="badge badge-{escape(m["kind"])}">{escape(m["mark"])}</span>'
+            for m in c["marks"]]
+    if c["detail"]:
+        out.append(f'<details><summary>details</summary><small>{escape(c["detail"])}</small>'
+                   '</details>')
+    return Markup(attrs), Markup("".join(out))
+
+
+def mark_best(all_boards: list[dict[str, Any]]) -> None:
+    """Write again the HTML of the cells ranking marked best after ``cell`` wrote it."""
+    for b in all_boards:
+        for r in b["rows"]:
+            for c in r["cells"]:
+                if c["best"]:
+                    c["attrs"], c["html"] = cell_html(c)
+
+
+def _cell(rows: list[dict[str, Any]], column: dict[str, Any]) -> dict[str, Any]:
     view: dict[str, Any] = {"value": None, "low": None, "high": None, "n": len(rows),
                             "best": False, "ci": "", "ref": None, "shade": None,
                             "params": None, "sort": "", "marks": _marks(rows)}

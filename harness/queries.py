@@ -219,21 +219,19 @@ def claim_rows(engine: Engine, wanted: Sequence[tuple[str, Sequence[str], Sequen
 HISTORY_KEY = ("hardware_fingerprint", "setting_id", "metric", "run_id")
 
 
-def history_points(engine: Engine) -> list[dict[str, Any]]:
-    """Per (machine, setting, metric, run) of a series measured in two runs or more: the
-    finished rows' mean, range, widest CI, count and newest time and code version, in one
-    grouped query (a few rows per run, never the samples)."""
-    done = [R.c.status.in_(db.DONE_STATUSES), R.c.setting_id.is_not(None),
-            R.c.value.is_not(None)]
-    series = ("hardware_fingerprint", "setting_id", "metric")
-    repeated = (select(*(R.c[k] for k in series)).where(*done).group_by(*(R.c[k] for k in series))
-                .having(func.count(func.distinct(R.c.run_id)) > 1).subquery())
-    stmt = (select(*(R.c[k] for k in HISTORY_KEY), func.avg(R.c.value).label("mean"),
-                   func.min(R.c.value).label("lo"), func.max(R.c.value).label("hi"),
-                   func.min(R.c.ci_low).label("ci_low"), func.max(R.c.ci_high).label("ci_high"),
-                   func.count().label("n"), func.max(R.c.created_at).label("at"),
-                   func.max(R.c.code_version).label("code_version"))
-            .join(repeated, and_(*(R.c[k] == repeated.c[k] for k in series)))
-            .where(*done).group_by(*(R.c[k] for k in HISTORY_KEY))
-            .order_by(*(R.c[k] for k in series), func.max(R.c.created_at), R.c.run_id))
+def history_points(engine: Engine, metrics: Sequence[str]) -> list[dict[str, Any]]:
+    """Per (machine, setting, metric, run) of these metrics: the finished rows' mean, range,
+    widest CI and count, with the run's start and code version, in one grouped query over the
+    covering ``ix_results_board`` (never the samples), ordered by series and run start."""
+    runs = db.Run.__table__
+    key = [R.c[k] for k in HISTORY_KEY]
+    stmt = (select(*key, func.avg(R.c.value).label("mean"), func.min(R.c.value).label("lo"),
+                   func.max(R.c.value).label("hi"), func.min(R.c.ci_low).label("ci_low"),
+                   func.max(R.c.ci_high).label("ci_high"), func.count().label("n"),
+                   func.min(runs.c.started_at).label("at"),
+                   func.min(runs.c.code_version).label("code_version"))
+            .select_from(R.join(runs, runs.c.run_id == R.c.run_id))
+            .where(R.c.status.in_(db.DONE_STATUSES), R.c.value.is_not(None),
+                   R.c.metric.in_(sorted(set(metrics))))
+            .group_by(*key))
     return fetch(engine, stmt)

@@ -127,6 +127,7 @@ def render_into(engine: Engine, out: Path, assets: Path) -> None:
     hardware = db.hardware(engine)
     derived = db.derived(engine)
     boards = boards_mod.build_boards(rows, runs, catalog, pages.cell)
+    pages.mark_best(boards)
     env = environment(assets)
     shutil.copytree(assets / "static", inside(out, "static"))
     names = {"arch": sorted({r["arch"] for r in rows} | set(catalog["architectures"])),
@@ -134,7 +135,8 @@ def render_into(engine: Engine, out: Path, assets: Path) -> None:
              "machine": sorted({r["hardware_fingerprint"] for r in rows} | set(hardware))}
     files = {kind: unique_slugs(dict.fromkeys(n)) for kind, n in names.items()}
     changes = db.change_points(engine)
-    histories = history.pages(boards, queries.history_points(engine), changes)
+    histories = history.pages(boards, queries.history_points(engine, history.metrics(boards)),
+                              changes)
     env.globals.update(files=files, hardware=hardware,
                        history_ids={h["board"]["id"] for h in histories})
     _index(env, out, boards, hardware, queries.count_results(engine))
@@ -237,4 +239,3 @@ def _history_pages(env: Environment, out: Path, pages_: list[dict[str, Any]]) ->
     for page in pages_:
         bid = page["board"]["id"]
         _write(out, ("history", f"{bid}.html"), template.render(root="..", page=page))
-        _write(out, ("csv", f"history-{bid}.csv"), page["csv"])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import re
 from pathlib import Path
 
@@ -45,17 +44,16 @@ def test_a_board_links_its_history_with_points_bars_and_change_points(db_url: st
     links = re.findall(r'href="\./history/([^"]+)\.html"', index)
     assert len(links) == 1 and links[0].startswith("prefill_latency-")  # mqar ran once
     page = (site / "history" / f"{links[0]}.html").read_text()
-    # one point per run and variant: six focusable points, one hollow (the change point)
-    assert page.count('<g class="pt" tabindex="0">') == 6
-    assert page.count('fill="white"') == 1
+    # a line per variant through its three runs; markers where a tooltip opens: the newest run
+    # of each line (mamba's is the change point, hollow); older runs' bars form a band
+    assert page.count("<polyline") == 2 and page.count('class="band"') == 2
+    assert page.count('<g class="pt" tabindex="0">') == 2 and page.count('fill="white"') == 1
     assert "regression +100.0% (confirmed)" in page and "git:c" in page
-    assert 'class="err"' in page  # CI bars drawn
+    assert 'class="err"' in page  # the markers' CI bars
     assert "3 runs" in page and "<code>n2</code>" in page
-    with (site / "csv" / f"history-{links[0]}.csv").open() as f:
-        rows = list(csv.DictReader(f))
-    mamba = [r for r in rows if r["variant"] == "mamba"]
-    assert [float(r["mean"]) for r in mamba] == [1.0, 1.0, 2.0]
-    assert [r["code_version"] for r in mamba] == ["git:a", "git:b", "git:c"]
+    # the band runs through each run's CI: mamba's 0.95 and 1.05 ms at the first run
+    band = re.search(r'<polygon points="([^"]+)" fill="#[0-9a-f]+" class="band"/>', page)
+    assert band and len(band.group(1).split()) == 6
 
 
 def test_seeds_of_a_run_are_one_point_with_their_range(db_url: str, tmp_path: Path) -> None:
@@ -67,6 +65,6 @@ def test_seeds_of_a_run_are_one_point_with_their_range(db_url: str, tmp_path: Pa
     site = render.build(engine, tmp_path / "site").parent
     (page,) = (site / "history").glob("*.html")
     html = page.read_text()
-    assert html.count('<g class="pt" tabindex="0">') == 2
-    assert "range over 3 seeds [0.400–0.600]" in html
+    assert html.count('<g class="pt" tabindex="0">') == 1  # the newest run
     assert "range over 3 seeds [0.500–0.700]" in html
+    assert re.search(r"mamba: 0\.600 range over 3 seeds", html)
