@@ -122,9 +122,13 @@ def cell_html(c: dict[str, Any]) -> tuple[Markup, Markup]:
     return Markup(attrs), Markup("".join(out))
 
 
-def mark_best(all_boards: list[dict[str, Any]]) -> None:
-    """Write again the HTML of the cells ranking marked best after ``cell`` wrote it."""
+def finish_boards(all_boards: list[dict[str, Any]]) -> None:
+    """Write again the HTML of the cells ranking marked best after ``cell`` wrote it; write
+    each board's setting line once for every page that shows it."""
     for b in all_boards:
+        b["setting_html"] = Markup('<span class="setting">' + "".join(
+            f'<span class="kv">{escape(k)} <b>{escape(v)}</b></span> ' for k, v in b["setting"])
+            + "</span>")
         for r in b["rows"]:
             for c in r["cells"]:
                 if c["best"]:

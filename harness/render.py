@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from markupsafe import Markup
 from sqlalchemy.engine import Engine
 
 from harness import boards as boards_mod
@@ -112,6 +113,17 @@ def environment(assets: Path) -> Environment:
     return env
 
 
+def machine_links(assets: Path, files: dict[str, dict[str, str]], hardware: dict[str, Any],
+                  fingerprints: list[str]) -> dict[str, dict[str, Markup]]:
+    """root -> fingerprint -> the machine's link, rendered once per page depth (by an
+    environment of its own: Jinja keeps a template's globals from its first use)."""
+    env = environment(assets)
+    env.globals.update(files=files, hardware=hardware)
+    links = env.get_template("_hardware.html").module
+    return {root: {fp: Markup(links.machine_link_html(fp, root)) for fp in fingerprints}
+            for root in (".", "..")}
+
+
 def _write(out: Path, parts: tuple[str, ...], text: str) -> None:
     inside(out, *parts).write_text(text, encoding="utf-8")
 
@@ -127,7 +139,7 @@ def render_into(engine: Engine, out: Path, assets: Path) -> None:
     hardware = db.hardware(engine)
     derived = db.derived(engine)
     boards = boards_mod.build_boards(rows, runs, catalog, pages.cell)
-    pages.mark_best(boards)
+    pages.finish_boards(boards)
     env = environment(assets)
     shutil.copytree(assets / "static", inside(out, "static"))
     names = {"arch": sorted({r["arch"] for r in rows} | set(catalog["architectures"])),
@@ -139,6 +151,7 @@ def render_into(engine: Engine, out: Path, assets: Path) -> None:
                               changes)
     env.globals.update(files=files, hardware=hardware,
                        history_ids={h["board"]["id"] for h in histories})
+    env.globals["machine_html"] = machine_links(assets, files, hardware, names["machine"])
     _index(env, out, boards, hardware, queries.count_results(engine))
     heatmap.write(env, out, boards)
     _csvs(out, boards)
