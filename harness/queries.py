@@ -191,15 +191,29 @@ def run_facts(engine: Engine) -> dict[str, dict[str, Any]]:
     return {r["run_id"]: r for r in fetch(engine, stmt)}
 
 
-def newest_volatile(engine: Engine) -> dict[str, dict[str, Any]]:
+def newest_volatile(engine: Engine, fingerprints: Iterable[str], batch: int = 64
+                    ) -> dict[str, dict[str, Any]]:
     """Hardware fingerprint -> the volatile facts (load, clocks, energy meter...) of its newest
-    row that recorded any, with that row's id and run."""
-    ids = (select(func.max(R.c.id))
-           .where(R.c.volatile.is_not(None), cast(R.c.volatile, Text) != "null")
-           .group_by(R.c.hardware_fingerprint).scalar_subquery())
-    stmt = select(R.c.hardware_fingerprint, R.c.run_id, R.c.volatile).where(R.c.id.in_(ids))
-    return {r["hardware_fingerprint"]: r for r in fetch(engine, stmt)
-            if isinstance(r["volatile"], dict) and r["volatile"]}
+    row that recorded any, with that row's id and run: per machine its rows newest first, a
+    batch at a time (most rows record them, so one batch is usually all it reads)."""
+    out: dict[str, dict[str, Any]] = {}
+    with engine.connect() as conn:
+        for fp in sorted(fingerprints):
+            before = None
+            while fp not in out:
+                stmt = (select(R.c.id, R.c.hardware_fingerprint, R.c.run_id, R.c.volatile)
+                        .where(R.c.hardware_fingerprint == fp,
+                               *([R.c.id < before] if before is not None else []))
+                        .order_by(R.c.id.desc()).limit(batch))
+                found = conn.execute(stmt).mappings().all()
+                if not found:
+                    break
+                recorded = next((r for r in found  # newest first
+                                 if isinstance(r["volatile"], dict) and r["volatile"]), None)
+                if recorded is not None:
+                    out[fp] = dict(recorded)
+                before = found[-1]["id"]
+    return out
 
 
 def claim_rows(engine: Engine, wanted: Sequence[tuple[str, Sequence[str], Sequence[str]]],

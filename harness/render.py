@@ -159,7 +159,8 @@ def render_into(engine: Engine, out: Path, assets: Path) -> None:
                for task in names["task"]}
     _task_pages(env, out, boards, rows, catalog, scaling, names["task"], files["task"])
     _variant_pages(env, out, boards, catalog, scaling, names["arch"], files["arch"])
-    _machine_pages(env, out, boards, hardware, db.peaks(engine), queries.newest_volatile(engine),
+    volatile = queries.newest_volatile(engine, names["machine"])
+    _machine_pages(env, out, boards, hardware, db.peaks(engine), volatile,
                    names["machine"], files["machine"])
     verdicts = claims.evaluate(engine, rows=[{**r, "suite": (runs.get(r["run_id"]) or {})
                                               .get("suite")} for r in rows])
