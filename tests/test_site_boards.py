@@ -281,6 +281,13 @@ def _realistic(engine: db.Engine) -> None:
                                  ci_low=y * 0.9, ci_high=y * 1.1, spread=y / 10,
                                  extra={"noisy": n == 128 and k == 1}))
     db.store(engine, rows)
+    # a second night re-measures prefill at 64 under a new version: its history pages
+    db.start_run(engine, "r2", "quick", "git:2", "fp0", 3, config={"model": {"d_model": 32}})
+    db.store(engine, [_row(arch, 1.1 + k / 10, run="r2", task="prefill_latency",
+                           metric="latency_ms", unit="ms", higher_is_better=False,
+                           n_samples=20, task_config={"seq_len": 64}, ci_low=1.0 + k / 10,
+                           ci_high=1.2 + k / 10, code_version="git:2", extra={})
+                      for k, arch in enumerate(("mamba", "rwkv", "transformer"))])
 
 
 def test_pages_in_headless_chromium_filter_and_keyboard_tooltips(db_url: str,
@@ -292,8 +299,12 @@ def test_pages_in_headless_chromium_filter_and_keyboard_tooltips(db_url: str,
     task = site / "task" / "mqar.html"
     assert task.read_text().count('<svg class="plot"') >= 2  # Pareto: decode, prefill, params
     problems: list[str] = []
+    every = sorted(site.rglob("*.html"))
+    kinds = {p.parent.name if p.parent != site else p.stem for p in every}
+    assert kinds == {"index", "capability", "claims", "scaling", "changes", "task", "arch",
+                     "machine", "history"}
     with _page(problems) as page:
-        for path in sorted(site.rglob("*.html")):
+        for path in every:
             page.goto(path.resolve().as_uri())
             assert page.locator("main h1").count() == 1, path
         page.goto(index.resolve().as_uri())
