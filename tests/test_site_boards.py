@@ -161,15 +161,10 @@ def test_an_unranked_task_says_why_and_is_neither_ranked_nor_shaded(db_url: str,
 
 def test_two_builds_are_byte_identical(db_url: str, tmp_path: Path) -> None:
     engine = _engine(db_url)
-    db.start_run(engine, "r1", "a", "git:1", "fp0", 2, config={"model": {"d_model": 32}})
-    db.store(engine, [_row(a, 0.3 + s / 10 + k / 20, seed=s) for k, a in
-                      enumerate(("mamba", "rwkv", "transformer")) for s in range(3)])
-    db.store(engine, [_row(a, 1.0 + k, task="prefill_latency", metric="latency_ms", unit="ms",
-                           higher_is_better=False, task_config={"seq_len": n},
-                           ci_low=0.9 + k, ci_high=1.1 + k, extra={})
-                      for k, a in enumerate(("mamba", "rwkv")) for n in (64, 128)])
+    _realistic(engine)  # two runs of a setting: history pages too
     first = render.build(engine, tmp_path / "a").parent
     second = render.build(engine, tmp_path / "b").parent
+    assert list((first / "history").glob("*.html"))
 
     def files(root: Path) -> dict[str, bytes]:
         return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
