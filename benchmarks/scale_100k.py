@@ -227,6 +227,17 @@ def cached(path: Path, n_rows: int) -> Path:
     return path
 
 
+def _digest(root: Path) -> tuple[str, int, int]:
+    """(sha256 over every file's path and bytes, number of files, bytes) of a folder."""
+    h, n, size = hashlib.sha256(), 0, 0
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            data = path.read_bytes()
+            h.update(str(path.relative_to(root)).encode() + b"\0" + data)
+            n, size = n + 1, size + len(data)
+    return h.hexdigest(), n, size
+
+
 def _timed(fn, repeat: int) -> list[float]:
     out = []
     for _ in range(repeat):
@@ -256,6 +267,10 @@ def main() -> int:
         engine = db.connect(str(path))
         if "site" in only:
             figures["site"] = _timed(lambda: render.build(engine, work / "site"), args.repeat)
+            first = _digest(work / "site")
+            render.build(engine, work / "site")
+            print(f"(site: {first[1]} files, {first[2] / 2**20:.1f} MiB; a second build is "
+                  f"{'byte-identical' if _digest(work / 'site') == first else 'DIFFERENT'})")
         for fmt in ("csv", "parquet", "jsonl"):
             if fmt in only:
                 figures[f"export {fmt}"] = _timed(
