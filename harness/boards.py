@@ -6,7 +6,7 @@ mixes settings. The *budget* is the suite's ``model`` section of the run that st
 recorded without a config. Within a board, one line per (variant, arch_config) and one cell per
 metric: the newest finished result per seed of the newest *version* only (the newest row's
 (``arch_digest``, ``task_digest``); rows without digests: one version per ``code_version``),
-several seeds as their mean with a 95% Student t CI (``stats.mean_ci``).
+several seeds as their mean with a 95% Student t CI (``seeds.mean_ci``).
 
 Pure functions of rows (``queries.board_rows``), runs and the stored catalog: no registries.
 """

@@ -17,7 +17,8 @@ from sqlalchemy.engine import Engine
 
 from harness import db, queries
 from harness.ids import canonical_hash
-from harness.stats import loglog_slope, mean_ci
+from harness.seeds import mean_ci
+from harness.stats import loglog_slope
 from harness.values import MAX_PATHS, sanitize
 
 log = logging.getLogger(__name__)

@@ -31,7 +31,7 @@ from harness.cells import (
     training_note,
 )
 from harness.export import FORMULA_STARTS
-from harness.stats import t_quantile
+from harness.seeds import t_quantile
 
 # Every mark a cell may carry, in legend order: (kind, what it tells the reader).
 MARK_DOCS = {
@@ -192,7 +192,7 @@ def _t(df: int) -> float:
 
 
 def seed_ci(values: list[float]) -> tuple[float, float, float]:
-    """(mean, low, high) over n >= 2 finite values: ``stats.mean_ci`` at 95% (Student t,
+    """(mean, low, high) over n >= 2 finite values: ``seeds.mean_ci`` at 95% (Student t,
     mean +- t_{0.975, n-1} s / sqrt(n)), with the t quantile cached per n."""
     xs = sorted(v for v in values if math.isfinite(v))
     n = len(xs)

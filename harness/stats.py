@@ -1,8 +1,9 @@
 """Pure statistics over tuples of samples (after asv's ``statistics.py``).
 
 Every function is a pure function of its arguments, names its method in a comment and
-is tested on small exact samples. Pure Python: no numpy or scipy, so the functions run
-anywhere the harness runs and their results do not move with library versions.
+is tested on small exact samples. Pure Python: no numpy or scipy, so every cell process can
+import it cheaply for its timing, and its results do not move with library versions. The
+interval of a mean over seeds, which needs a t quantile, is ``harness.seeds`` (scipy).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ NOISY_IQR_OVER_MEDIAN = 0.10  # docs/METHOD.md, Latency: flag a measurement as n
 MIN_SAMPLES_FOR_P99 = 100  # fewer than 100 samples cannot resolve the 99th percentile
 
 
-def _sorted_finite(samples: Sequence[float]) -> list[float]:
+def finite_sorted(samples: Sequence[float]) -> list[float]:
     values = [float(x) for x in samples]
     if not values:
         raise ValueError("no samples")
@@ -34,7 +35,7 @@ def quantile(samples: Sequence[float], q: float) -> float:
     """
     if not 0.0 <= q <= 1.0:
         raise ValueError(f"quantile q must lie in [0, 1], got {q}")
-    xs = _sorted_finite(samples)
+    xs = finite_sorted(samples)
     h = (len(xs) - 1) * q
     lo = math.floor(h)
     if lo + 1 >= len(xs):
@@ -73,7 +74,7 @@ def median_ci(samples: Sequence[float], confidence: float = 0.95) -> tuple[float
     """
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
-    xs = _sorted_finite(samples)
+    xs = finite_sorted(samples)
     best = _median_ci_rank(len(xs), confidence)
     if best is None:
         return None
@@ -137,7 +138,7 @@ def summarize(samples: Sequence[float]) -> Summary:
     Quantiles are type 7 (``quantile``); the CI is ``median_ci`` at 95%.
     Raises ValueError on empty or non-finite samples.
     """
-    xs = _sorted_finite(samples)
+    xs = finite_sorted(samples)
     q25, median, q75 = quantile(xs, 0.25), quantile(xs, 0.5), quantile(xs, 0.75)
     ci = median_ci(xs, 0.95)
     return Summary(
@@ -155,80 +156,6 @@ def summarize(samples: Sequence[float]) -> Summary:
         ci_high=ci[1] if ci else None,
         noisy=_is_noisy(q75 - q25, median),
     )
-
-
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the incomplete beta function, modified Lentz's method
-    (Numerical Recipes, 3rd ed., sec. 6.4)."""
-    tiny, eps = 1e-300, 1e-15
-    qab, qap, qam = a + b, a + 1.0, a - 1.0
-    c, d = 1.0, 1.0 - qab * x / qap
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 300):
-        m2 = 2 * m
-        for aa in (m * (b - m) * x / ((qam + m2) * (a + m2)),
-                   -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))):
-            d = 1.0 + aa * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + aa / c
-            c = c if abs(c) > tiny else tiny
-            h *= d * c
-        if abs(d * c - 1.0) < eps:
-            break
-    return h
-
-
-def _betainc(a: float, b: float, x: float) -> float:
-    """Regularized incomplete beta I_x(a, b)."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    log_front = (math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
-                 + a * math.log(x) + b * math.log1p(-x))
-    if x < (a + 1.0) / (a + b + 2.0):
-        return math.exp(log_front) * _betacf(a, b, x) / a
-    return 1.0 - math.exp(log_front) * _betacf(b, a, 1.0 - x) / b
-
-
-def _t_cdf(t: float, df: float) -> float:
-    """Student t CDF: F(t) = 1 - I_{df/(df+t^2)}(df/2, 1/2) / 2 for t >= 0, symmetric."""
-    tail = 0.5 * _betainc(df / 2.0, 0.5, df / (df + t * t))
-    return 1.0 - tail if t >= 0 else tail
-
-
-def t_quantile(p: float, df: float) -> float:
-    """Quantile of Student's t with ``df`` degrees of freedom, 0.5 <= p < 1.
-
-    Method: bisection on the CDF (via the regularized incomplete beta), to 1e-10 absolute.
-    """
-    if not 0.5 <= p < 1.0:
-        raise ValueError(f"t_quantile needs 0.5 <= p < 1, got {p}")
-    lo, hi = 0.0, 1.0
-    while _t_cdf(hi, df) < p:
-        hi *= 2.0
-    while hi - lo > 1e-10:
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if _t_cdf(mid, df) < p else (lo, mid)
-    return 0.5 * (lo + hi)
-
-
-def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float] | None:
-    """(mean, low, high): Student t interval mean +- t_{(1+c)/2, n-1} s / sqrt(n); None for n < 2.
-
-    Used for per-seed accuracy (docs/METHOD.md, Accuracy: mean with a 95% CI over >= 3 seeds).
-    """
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
-    xs = _sorted_finite(values)
-    n = len(xs)
-    if n < 2:
-        return None
-    mean = math.fsum(xs) / n
-    sd = math.sqrt(math.fsum((x - mean) ** 2 for x in xs) / (n - 1))
-    half = t_quantile(0.5 + confidence / 2.0, n - 1) * sd / math.sqrt(n)
-    return mean, mean - half, mean + half
 
 
 def loglog_slope(xs: Sequence[float], ys: Sequence[float]) -> float:

@@ -81,7 +81,7 @@ def test_runs_without_config_fall_back_to_width_and_depth(db_url: str, tmp_path:
 
 
 def test_seeds_are_averaged_with_a_ci(db_url: str, tmp_path: Path) -> None:
-    from harness.stats import mean_ci
+    from harness.seeds import mean_ci
 
     engine = _engine(db_url)
     db.store(engine, [_row("mamba", v, seed=s) for s, v in enumerate((0.5, 0.6, 0.7))])

@@ -6,16 +6,15 @@ import math
 
 import pytest
 
+from harness.seeds import mean_ci, t_quantile
 from harness.stats import (
     Summary,
     loglog_slope,
-    mean_ci,
     median_ci,
     median_ci_rel_half_width,
     paired_ratios,
     quantile,
     summarize,
-    t_quantile,
 )
 
 SAMPLE = (3.0, 1.0, 4.0, 1.0, 5.0, 9.0, 2.0, 6.0)  # sorted: 1 1 2 3 4 5 6 9
