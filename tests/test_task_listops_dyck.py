@@ -83,12 +83,12 @@ def test_listops_lengths_vary_and_labels_are_not_degenerate() -> None:
     assert set(depth.max(1)) == set(range(1, cfg.max_depth + 1))  # every nesting occurs
 
 
-def test_listops_generates_twenty_thousand_rows_quickly() -> None:
-    import time
-
-    start = time.perf_counter()
-    listops.generate(_cfg(listops), 20_000, seed=0)
-    assert time.perf_counter() - start < 10
+def test_listops_generates_twenty_thousand_rows() -> None:
+    # its speed is a benchmark (benchmarks/bench_generators.py), not a timed unit test
+    cfg = _cfg(listops)
+    seq, tgt = listops.generate(cfg, 20_000, seed=0)
+    assert seq.shape == tgt.shape == (20_000, cfg.seq_len)
+    assert ((tgt != -100).sum(1) == 1).all()  # one scored position per sequence
 
 
 # ---------------------------------------------------------------------------------------------
