@@ -17,21 +17,17 @@ from architectures import state_numel
 from architectures.linear_attention import linear_attention_chunked, linear_attention_ref
 from architectures.performer import favor_features, orthogonal_gaussian
 from architectures.sliding_window import band_mask, sliding_window_blocked, sliding_window_ref
+from tests import models
 
 SMALL = {"vocab_size": 31, "d_model": 32, "n_layers": 2, "n_heads": 4, "chunk_size": 8}
 
 
 def small_model(name: str, **overrides: object) -> architectures.LanguageModel:
-    keys = set(architectures.config_keys(name))
-    shared = {k: v for k, v in SMALL.items() if k not in architectures.fixed_keys(name)}
-    config = {k: v for k, v in {**shared, **overrides}.items() if k in keys}
-    torch.manual_seed(0)
-    return architectures.build(name, **config)
+    return models.small_model(name, SMALL, **overrides)
 
 
 def tokens(batch: int, length: int, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, SMALL["vocab_size"], (batch, length), generator=g)
+    return models.tokens(SMALL["vocab_size"], batch, length, seed)
 
 
 def unroll(model: architectures.LanguageModel, x: torch.Tensor) -> tuple[torch.Tensor, list]:

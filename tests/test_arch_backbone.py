@@ -12,6 +12,7 @@ from architectures import ConfigError, state_numel
 from architectures.backbone import MLP, MoE, balance_loss
 from architectures.block_state import block_attention, block_attention_ref
 from architectures.mod import capacity_route
+from tests import models
 
 VOCAB, T = 31, 40
 SMALL = {"vocab_size": VOCAB, "d_model": 32, "n_layers": 2, "n_heads": 4, "chunk_size": 8,
@@ -19,16 +20,11 @@ SMALL = {"vocab_size": VOCAB, "d_model": 32, "n_layers": 2, "n_heads": 4, "chunk
 
 
 def small_model(name: str, **overrides: object) -> architectures.LanguageModel:
-    keys = set(architectures.config_keys(name))
-    shared = {k: v for k, v in SMALL.items() if k not in architectures.fixed_keys(name)}
-    config = {k: v for k, v in {**shared, **overrides}.items() if k in keys}
-    torch.manual_seed(0)
-    return architectures.build(name, **config)
+    return models.small_model(name, SMALL, **overrides)
 
 
 def tokens(batch: int, length: int, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, VOCAB, (batch, length), generator=g)
+    return models.tokens(VOCAB, batch, length, seed)
 
 
 @torch.no_grad()

@@ -14,6 +14,7 @@ from architectures import ConfigError, state_numel
 from architectures._decay_attention import decay_attention_chunked, decay_attention_ref
 from architectures.mlstm import mlstm_chunked, mlstm_ref
 from architectures.rwkv import wkv_chunked, wkv_ref
+from tests import models
 
 CHUNKED = ["retnet", "gla", "mlstm", "rwkv"]
 SMALL = {"vocab_size": 31, "d_model": 32, "n_layers": 2, "n_heads": 4, "chunk_size": 8}
@@ -26,11 +27,7 @@ def _gen(seed: int = 0) -> torch.Generator:
 
 
 def small_model(name: str, **overrides: object) -> architectures.LanguageModel:
-    keys = set(architectures.config_keys(name))
-    shared = {k: v for k, v in SMALL.items() if k not in architectures.fixed_keys(name)}
-    config = {k: v for k, v in {**shared, **overrides}.items() if k in keys}
-    torch.manual_seed(0)
-    return architectures.build(name, **config)
+    return models.small_model(name, SMALL, **overrides)
 
 
 def _outputs_and_grads(fn, inputs: list[torch.Tensor]) -> list[torch.Tensor]:

@@ -19,6 +19,7 @@ from architectures import state_numel
 from architectures._fftconv import causal_depthwise_conv, direct_conv_ref, fft_conv
 from architectures.mamba2 import segsum, ssd_chunked, ssd_ref
 from architectures.s4d import DiagonalSSM
+from tests import models
 
 SMALL = {"vocab_size": 31, "d_model": 32, "n_layers": 2, "d_state": 4}
 T = 40
@@ -31,18 +32,11 @@ FAST_REF = [
 
 
 def small_model(name: str, **overrides: object) -> architectures.LanguageModel:
-    """Tiny float32 model of `name`, seed 0; keys the variant does not accept are dropped."""
-    keys = set(architectures.config_keys(name))
-    shared = {k: v for k, v in SMALL.items() if k not in architectures.fixed_keys(name)}
-    torch.manual_seed(0)
-    return architectures.build(
-        name, **{k: v for k, v in {**shared, **overrides}.items() if k in keys}
-    )
+    return models.small_model(name, SMALL, **overrides)
 
 
 def tokens(batch: int, length: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(0)
-    return torch.randint(0, SMALL["vocab_size"], (batch, length), generator=g)
+    return models.tokens(SMALL["vocab_size"], batch, length)
 
 
 def outputs_and_grads(fn, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
