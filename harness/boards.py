@@ -158,10 +158,7 @@ def build_boards(rows: list[dict[str, Any]], runs: dict[str, dict[str, Any]],
             counts[r["arch"]] += 1
         for r in board_rows:
             r["show_config"] = counts[r["arch"]] > 1
-        run_ids = [r for line in lines.values() for rs in line.values() for r in rs]
-        last = max(run_ids, key=lambda r: r["id"])
-        run = runs.get(last["run_id"], {})
-        started = run.get("started_at") or last.get("created_at")
+        last = _last_run(lines, runs)
         task_config, budget_d = json.loads(task_cfg), json.loads(budget)
         ident = canonical_hash(list(key), 10)
         out.append({
@@ -176,13 +173,21 @@ def build_boards(rows: list[dict[str, Any]], runs: dict[str, dict[str, Any]],
                           for r in line.get(columns[0]["metric"], [])],
             "ranked": bool((info or {}).get("ranked", True)),
             "unranked_reason": (info or {}).get("unranked_reason") or "",
-            "last_run": {"run_id": last["run_id"],
-                         "date": started.strftime("%Y-%m-%d %H:%M") if started else "-"},
+            "last_run": last,
         })
     out.sort(key=lambda b: (b["fingerprint"], b["kind"] != "accuracy", b["task"],
                             _config_order(b["task_config"]), b["budget_text"], b["device"],
                             b["dtype"], b["threads"], b["id"]))
     return out
+
+
+def _last_run(lines: dict, runs: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """The run of a board's newest row shown, with its start (else the row's time)."""
+    last = max((r for line in lines.values() for rs in line.values() for r in rs),
+               key=lambda r: r["id"])
+    started = runs.get(last["run_id"], {}).get("started_at") or last.get("created_at")
+    return {"run_id": last["run_id"],
+            "date": started.strftime("%Y-%m-%d %H:%M") if started else "-"}
 
 
 def _config_order(config: dict[str, Any]) -> list[tuple]:

@@ -23,7 +23,7 @@ from markupsafe import Markup
 from sqlalchemy.engine import Engine
 
 from harness import boards as boards_mod
-from harness import claims, db, heatmap, history, pages, queries
+from harness import claims, db, figures, heatmap, history, pages, queries
 from harness.cells import (  # noqa: F401 - re-exported: site callers name them here
     TIMED_UNITS,
     baseline_note,
@@ -155,7 +155,7 @@ def render_into(engine: Engine, out: Path, assets: Path) -> None:
     _index(env, out, boards, hardware, queries.count_results(engine))
     heatmap.write(env, out, boards)
     _csvs(out, boards)
-    scaling = {task: pages.scaling_charts([b for b in boards if b["task"] == task])
+    scaling = {task: figures.scaling_charts([b for b in boards if b["task"] == task])
                for task in names["task"]}
     _task_pages(env, out, boards, rows, catalog, scaling, names["task"], files["task"])
     _variant_pages(env, out, boards, catalog, scaling, names["arch"], files["arch"])
@@ -171,7 +171,7 @@ def render_into(engine: Engine, out: Path, assets: Path) -> None:
         root=".", changes=changes))
     _history_pages(env, out, histories)
     _write(out, ("scaling.html",), env.get_template("scaling.html").render(
-        sweeps=pages.scaling_page(boards, derived), achieved=achieved_rows(derived),
+        sweeps=figures.scaling_page(boards, derived), achieved=achieved_rows(derived),
         legend=pages.legend(boards), root="."))
 
 
@@ -209,7 +209,7 @@ def _task_pages(env: Environment, out: Path, boards: list[dict[str, Any]],
     template = env.get_template("task.html")
     for name in names:
         mine = [b for b in boards if b["task"] == name]
-        charts = [{"board": b, "svgs": pages.pareto_charts(b, boards)}
+        charts = [{"board": b, "svgs": figures.pareto_charts(b, boards)}
                   for b in mine if b["kind"] == "accuracy"]
         _write(out, ("task", f"{files[name]}.html"), template.render(
             root="..", info=pages.task_info(name, catalog, mine, rows_by_task[name]),
@@ -227,7 +227,7 @@ def _variant_pages(env: Environment, out: Path, boards: list[dict[str, Any]],
         mine = pages.variant_boards(name, boards)
         _write(out, ("arch", f"{files[name]}.html"), template.render(
             root="..", info=pages.variant_info(name, catalog), boards=mine,
-            scaling={task: [c for c in charts if pages.in_sweep(name, c["sweep"])]
+            scaling={task: [c for c in charts if figures.in_sweep(name, c["sweep"])]
                      for task, charts in scaling.items()},
             legend=pages.legend(mine), filters=_filters(mine)))
 
