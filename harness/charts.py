@@ -65,10 +65,19 @@ class _Axis:
         self.lo, self.hi, self.log = lo, hi, log
         self.start, self.length, self.flip = start, length, flip
         self.named: list[str] = []  # labels of the positions 0, 1, ... (an ordinal axis)
+        self._positions: dict[float, float] = {}
         self._origin = math.log(lo) if log else lo
         self._scale = 1.0 / ((math.log(hi) - math.log(lo)) if log else (hi - lo))
 
     def __call__(self, v: float) -> float:
+        if self.named:  # an ordinal axis: a few positions, asked for again and again
+            at = self._positions.get(v)
+            if at is None:
+                at = self._positions[v] = self._map(v)
+            return at
+        return self._map(v)
+
+    def _map(self, v: float) -> float:
         frac = ((math.log(max(v, 1e-300)) if self.log else v) - self._origin) * self._scale
         frac = min(max(frac, -0.02), 1.02)
         return self.start + self.length * ((1 - frac) if self.flip else frac)
@@ -206,8 +215,11 @@ def lines(points: Sequence[Point], x_label: str, y_label: str, *, x_log: bool = 
         x.named = list(x_names)
     names = _names(points)
     out = _frame(x, y, x_label, y_label, f"{y_label} against {x_label}")
+    by_name: dict[str, list[Point]] = {}
+    for p in points:
+        by_name.setdefault(p.label, []).append(p)
     for i, name in enumerate(names):
-        mine = sorted((p for p in points if p.label == name), key=lambda p: p.x)
+        mine = sorted(by_name[name], key=lambda p: p.x)
         if not all(p.focus for p in mine):
             out.append(_band(mine, x, y, color(i)))
         if len(mine) > 1:

@@ -56,32 +56,30 @@ def _date(p: dict[str, Any]) -> str:
 
 def pages(boards: list[dict[str, Any]], points: list[dict[str, Any]],
           changes: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One page per board with history: per column a chart (a line per variant over the
-    board's runs, oldest first), the change points of its series, and its points as CSV."""
+    """One page per board with history: a chart of its headline (a line per variant over the
+    board's runs, oldest first) and the change points of its series."""
     series = _series_of(boards)
     change_at = {(c["hardware_fingerprint"], c["setting_id"], c["metric"], c["run_id"]): c
                  for c in changes}
+    by_series: dict[SeriesKey, list[dict[str, Any]]] = defaultdict(list)
+    for p in points:
+        by_series[(p["hardware_fingerprint"], p["setting_id"], p["metric"])].append(p)
     per_board: dict[str, list[tuple[str, dict[str, Any]]]] = defaultdict(list)
     by_id: dict[str, dict[str, Any]] = {}
-    runs_of: dict[SeriesKey, set[str]] = defaultdict(set)
-    for p in points:
-        runs_of[(p["hardware_fingerprint"], p["setting_id"], p["metric"])].add(p["run_id"])
-    for p in points:
-        key = (p["hardware_fingerprint"], p["setting_id"], p["metric"])
+    for key, mine in by_series.items():
         found = series.get(key)
-        if found and len(runs_of[key]) > 1:
+        if found and len({p["run_id"] for p in mine}) > 1:
             board, name = found
-            per_board[board["id"]].append((name, p))
+            per_board[board["id"]].extend((name, p) for p in mine)
             by_id[board["id"]] = board
     return [_page(by_id[bid], mine, change_at) for bid, mine in sorted(per_board.items())]
 
 
 def _page(board: dict[str, Any], mine: list[tuple[str, dict[str, Any]]],
           change_at: dict[tuple, dict[str, Any]]) -> dict[str, Any]:
-    first: dict[str, dict[str, Any]] = {}  # run id -> its earliest point (the run's date)
+    first: dict[str, dict[str, Any]] = {}  # run id -> a point of it (all share the run's start)
     for _, p in mine:
-        if p["run_id"] not in first or str(p["at"]) < str(first[p["run_id"]]["at"]):
-            first[p["run_id"]] = p
+        first.setdefault(p["run_id"], p)
     runs = sorted(first, key=lambda run_id: (str(first[run_id]["at"]), run_id))
     position = {run_id: i for i, run_id in enumerate(runs)}
     newest: dict[str, int] = {}
@@ -91,7 +89,7 @@ def _page(board: dict[str, Any], mine: list[tuple[str, dict[str, Any]]],
     for name, p in mine:
         x = position[p["run_id"]]
         change = change_at.get((p["hardware_fingerprint"], p["setting_id"], p["metric"],
-                                p["run_id"]))
+                                p["run_id"])) if change_at else None
         if change:
             found.append({**change, "label": name, "date": _date(p)})
         pts.append(_point(name, p, x, change, focus=change is not None or x == newest[name]))
