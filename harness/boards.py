@@ -49,6 +49,10 @@ def budget_of(row: dict[str, Any], run_configs: dict[str, Any]) -> dict[str, Any
     return {k: arch[k] for k in BUDGET_FALLBACK_KEYS if k in arch}
 
 
+def _has_model(config: Any) -> bool:
+    return isinstance(config, dict) and isinstance(config.get("model"), dict)
+
+
 def version_of(row: dict[str, Any]) -> tuple[str, str, str]:
     if row.get("arch_digest") is None and row.get("task_digest") is None:
         return ("code", row["code_version"] or "", "")
@@ -74,16 +78,24 @@ def group(rows: list[dict[str, Any]], run_configs: dict[str, Any]
           ) -> dict[tuple, dict[tuple[str, str], dict[str, list[dict[str, Any]]]]]:
     """board key -> (arch, arch_config text) -> metric -> the rows shown (one per seed)."""
     by_setting: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
-    budgets: dict[str, str] = {}  # run id -> budget, for runs with a config
+    budgets: dict[str, str] = {}  # run id -> budget, for runs with a model section
+    texts: dict[str, tuple[str, str, str]] = {}  # setting id -> its configs' canonical text
     for row in rows:  # oldest first
+        text = texts.get(row.get("setting_id") or "")
+        if text is None:
+            text = (canon(row["task_config"]), canon(row["arch_config"]),
+                    canon(budget_of(row, {})))
+            if row.get("setting_id"):
+                texts[row["setting_id"]] = text
         budget = budgets.get(row["run_id"])
         if budget is None:
-            budget = canon(budget_of(row, run_configs))
-            if isinstance(run_configs.get(row["run_id"]), dict):
-                budgets[row["run_id"]] = budget
-        by_setting[(row["hardware_fingerprint"], row["task"], canon(row["task_config"]),
-                    budget, row["device"], row["dtype"], row["threads"], row["arch"],
-                    canon(row["arch_config"]), row["metric"])].append(row)
+            if _has_model(run_configs.get(row["run_id"])):
+                budget = budgets[row["run_id"]] = canon(run_configs[row["run_id"]]["model"])
+            else:  # the row's own width and depth
+                budget = text[2]
+        by_setting[(row["hardware_fingerprint"], row["task"], text[0], budget, row["device"],
+                    row["dtype"], row["threads"], row["arch"], text[1],
+                    row["metric"])].append(row)
     boards: dict[tuple, dict[tuple[str, str], dict[str, list[dict[str, Any]]]]] = \
         defaultdict(lambda: defaultdict(dict))
     for key, mine in by_setting.items():
