@@ -8,7 +8,6 @@ Everything from the database (rows, runs, the stored catalog), nothing from the 
 from __future__ import annotations
 
 import csv
-import functools
 import io
 import math
 import re
@@ -30,7 +29,7 @@ from harness.cells import (
     training_note,
 )
 from harness.export import FORMULA_STARTS
-from harness.seeds import t_quantile
+from harness.seeds import mean_ci
 
 # Every mark a cell may carry, in legend order: (kind, what it tells the reader).
 MARK_DOCS = {
@@ -185,21 +184,14 @@ def _cell(rows: list[dict[str, Any]], column: dict[str, Any]) -> dict[str, Any]:
     return view
 
 
-@functools.lru_cache(maxsize=256)
-def _t(df: int) -> float:
-    return t_quantile(0.975, df)
-
-
 def seed_ci(values: list[float]) -> tuple[float, float, float]:
-    """(mean, low, high) over n >= 2 finite values: ``seeds.mean_ci`` at 95% (Student t,
-    mean +- t_{0.975, n-1} s / sqrt(n)), with the t quantile cached per n."""
-    xs = sorted(v for v in values if math.isfinite(v))
-    n = len(xs)
-    if n < 2:
-        return (xs[0], xs[0], xs[0]) if xs else (math.nan, math.nan, math.nan)
-    mean = math.fsum(xs) / n
-    half = _t(n - 1) * math.sqrt(math.fsum((x - mean) ** 2 for x in xs) / (n - 1)) / math.sqrt(n)
-    return mean, mean - half, mean + half
+    """(mean, low, high) of the finite values: ``seeds.mean_ci`` at 95% for two or more, the
+    value itself for one, NaN for none."""
+    xs = [v for v in values if math.isfinite(v)]
+    ci = mean_ci(xs) if len(xs) >= 2 else None
+    if ci is not None:
+        return ci
+    return (xs[0], xs[0], xs[0]) if xs else (math.nan, math.nan, math.nan)
 
 
 def legend(boards: list[dict[str, Any]]) -> list[dict[str, str]]:
