@@ -16,8 +16,8 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
-from harness.configs import ConfigError  # the harness catches this one class
-from harness.registry import Registry
+from architectures.configs import ConfigError  # the harness catches this one class
+from architectures.registry import Registry
 
 __all__ = [
     "REGISTRY",
@@ -141,7 +141,8 @@ class Variant:
             raise ValueError(f"{self.name}: doc must be one paragraph")
 
 
-REGISTRY = Registry[Variant]("architecture")
+REGISTRY = Registry[Variant]("architecture", "architectures",
+                              skip=frozenset({"backbone", "configs", "registry", "sizing"}))
 
 
 def register(variant: Variant) -> Variant:

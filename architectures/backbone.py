@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from harness.configs import as_dict, build_config
+from architectures.configs import as_dict, build_config
 
 from ._common import REGISTRY, ConfigError, Variant, check_fields, choice, integer
 from ._common import unknown_keys_message as _unknown_keys_message

@@ -5,7 +5,7 @@ Run: `python -m pytest benchmarks/bench_generators.py --benchmark-only` (not in 
 
 from __future__ import annotations
 
-from harness.configs import build_config
+from architectures.configs import build_config
 from tasks import listops
 
 

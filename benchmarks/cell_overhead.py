@@ -60,8 +60,8 @@ def wall(cmd: list[str], cwd: Path) -> float:
 def measurement_s(archs: list[str], name: str) -> dict[str, float]:
     """Median seconds of the task's own ``run`` per architecture, in this warm process."""
     import tasks
-    from harness.configs import build_config
-    from harness.context import CellContext
+    from architectures.configs import build_config
+    from tasks.instruments.context import CellContext
 
     task = tasks.get(name)
     cfg = build_config(task.config_cls, tasks.resolve_config(name, **TASKS[name]), name)

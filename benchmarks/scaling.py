@@ -3,10 +3,10 @@
     python benchmarks/scaling.py [--names a b ...] [--lengths 1024 4096 16384] --out FILE.json
 
 Every (variant, T) is built (seed 0) and run once before any timing; then each round times
-every (variant, T) once with `harness.timing.time_fn`, the order rotated each round, so all
+every (variant, T) once with `instruments.timing.time_fn`, the order rotated each round, so all
 variants are interleaved over the same stretch of machine time rather than one after another.
 Prints a markdown table of median milliseconds per call and the log-log slope of median
-latency on T (`harness.stats.loglog_slope`: ~1 linear, ~2 quadratic), and writes every sample
+latency on T (`instruments.stats.loglog_slope`: ~1 linear, ~2 quadratic), and writes every sample
 to JSON. Float32 on CPU, B = 1, inference mode, torch threads fixed (2 by default). Needs the
 project installed (`make` installs it editable).
 """
@@ -24,9 +24,9 @@ from typing import Any
 import torch
 
 import architectures
-from harness.hardware import fingerprint
-from harness.stats import loglog_slope, summarize
-from harness.timing import time_fn
+from tasks.instruments.hardware import fingerprint
+from tasks.instruments.stats import loglog_slope, summarize
+from tasks.instruments.timing import time_fn
 
 Key = tuple[str, int]  # (variant, T)
 
@@ -130,8 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     report = {"lengths": lengths, "rounds": args.rounds, "threads": torch.get_num_threads(),
               "batch_size": 1, "dtype": "float32", "torch": torch.__version__,
               "python": platform.python_version(), "hardware": fingerprint("cpu").stable,
-              "method": "harness.timing.time_fn per (variant, T) per round; median over rounds; "
-                        "exponent = harness.stats.loglog_slope(T, median)",
+              "method": "timing.time_fn per (variant, T) per round; median over rounds; "
+                        "exponent = instruments.stats.loglog_slope(T, median)",
               "results": rows}
     Path(args.out).write_text(json.dumps(report, indent=2, sort_keys=True, default=str))
     return 0

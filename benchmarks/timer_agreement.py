@@ -3,7 +3,7 @@
 Times the same transformer prefill (B=1, T=2048, d_model 64, 2 layers, float32, 2 threads) three
 ways, in one process, the order rotated every round so no timer always runs first:
 
-- ``harness``: ``harness.timing.time_fn`` as the tasks call it (reference interleaved, adaptive
+- ``harness``: ``instruments.timing.time_fn`` as the tasks call it (reference interleaved, adaptive
   sample count; contention is probed around each round here instead of re-measuring);
 - ``harness-plain``: ``time_fn(reference=None, ci_target=None, contention=None)``, 15 samples:
   the timer alone, as before the busy-machine issue (but with gc off in timed blocks);
@@ -37,9 +37,9 @@ import torch
 import torch.utils.benchmark as tb
 
 import architectures
-from harness.contention import ContentionProbe
-from harness.stats import median_ci
-from harness.timing import threads_in_use, time_fn
+from tasks.instruments.contention import ContentionProbe
+from tasks.instruments.stats import median_ci
+from tasks.instruments.timing import threads_in_use, time_fn
 
 TOLERANCE = 0.03
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import architectures
+import tasks
+
 SUITES_DIR = Path(__file__).parent / "suites"  # what harness.suite ships; no registry needed
 
 
 def architecture_entry(name: str) -> dict[str, Any]:
-    import architectures
-
     v = architectures.get(name)
     return {"name": name, "family": v.family, "version": v.version, "papers": list(v.papers),
             "causal": getattr(v, "causal", True), "config_keys": architectures.config_keys(name),
@@ -18,8 +19,6 @@ def architecture_entry(name: str) -> dict[str, Any]:
 
 
 def task_entry(name: str) -> dict[str, Any]:
-    import tasks
-
     t = tasks.get(name)
     return {"name": name, "kind": t.kind, "version": t.version, "headline": t.headline,
             "config": tasks.resolve_config(name), "doc": t.doc.strip(), "ranked": t.ranked,
@@ -30,11 +29,7 @@ def task_entry(name: str) -> dict[str, Any]:
 
 def listing(what: str) -> list[dict[str, Any]]:
     if what == "architectures":
-        import architectures
-
         return [architecture_entry(n) for n in architectures.names()]
     if what == "tasks":
-        import tasks
-
         return [task_entry(n) for n in tasks.names()]
     return [{"name": p.stem, "path": str(p)} for p in sorted(SUITES_DIR.glob("*.yaml"))]

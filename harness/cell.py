@@ -13,6 +13,13 @@ import time
 import traceback
 from typing import Any
 
+import tasks
+from architectures.configs import build_config
+from harness import plugins
+from harness.values import _native
+from tasks.instruments import peak, timing
+from tasks.instruments.context import CellContext
+
 CHECKPOINT_ENV = "ARCHBENCH_CHECKPOINTS"
 DEFAULT_CHECKPOINTS = "results/checkpoints"
 
@@ -33,8 +40,6 @@ def _plain(value: Any) -> Any:
     """JSON-safe form of what a task returned: numpy and torch values become numbers and
     lists (:func:`harness.values._native`), non-finite floats stay floats (the runner stores
     them as nulls with a reason), anything else its ``repr``."""
-    from harness.values import _native
-
     value = _native(value)
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
@@ -58,36 +63,28 @@ def write_outcome(path: str, outcome: dict[str, Any]) -> None:
 def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
 
-    from harness import plugins
-    from harness.context import CellContext
-
     torch.set_num_threads(spec["threads"])
     plugins.load_entry_points()  # as the CLI did in the parent process
     for path in spec.get("plugins", []):
         plugins.load(path)
-    import tasks
 
     task = tasks.get(spec["task"])
     ctx = CellContext(arch=spec["arch"], arch_config=spec["arch_config"], seed=spec["seed"],
                       device=spec["device"], dtype=spec["dtype"], threads=spec["threads"],
                       cell_id=spec.get("cell_id"),
                       checkpoint_dir=os.environ.get(CHECKPOINT_ENV) or DEFAULT_CHECKPOINTS)
-    from harness.configs import build_config
 
     cfg = build_config(task.config_cls, spec["task_config"], task.name)
     metrics = task.run(cfg, ctx)
     outcome = {"status": "ok", "metrics": [m.to_dict() for m in metrics],
                "threads_used": torch.get_num_threads()}
     if spec.get("measure_peak"):  # the matmul peak this setting lacks, in this same process
-        from harness import peak
 
         outcome["peak"] = peak.measure(spec["device"], spec["dtype"], spec["threads"])
     return outcome
 
 
 def main(argv: list[str] | None = None) -> int:
-    from harness import timing
-
     timing.allow_fork()  # a fresh cell process: nothing has run yet (timed tasks fork)
     spec_path, out_path = (argv or sys.argv[1:])[:2]
     with open(spec_path) as f:

@@ -10,7 +10,7 @@ import json
 import math
 from typing import Any
 
-from harness.stats import NOISY_IQR_OVER_MEDIAN
+from tasks.instruments.stats import NOISY_IQR_OVER_MEDIAN
 
 TIMED_UNITS = frozenset({"ms", "tokens/s", "x reference"})
 
@@ -89,7 +89,7 @@ CONTENTION_FIGURES = ("others_cpu_cores", "others_beyond_free_cores", "steal_fra
 
 def contention_note(contention: Any) -> str:
     """The figures behind a contended mark, short enough for a tooltip: the kept attempt's
-    rule hits ('reasons') and figures (``harness.contention``) and how many attempts were
+    rule hits ('reasons') and figures (``tasks.instruments.contention``) and how many attempts were
     made; a flat dict of other figures is listed as it is."""
     if not isinstance(contention, dict):
         return _plain(contention) if contention else ""
@@ -120,7 +120,7 @@ def contention_note(contention: Any) -> str:
 def timing_flags(row: dict[str, Any]) -> list[dict[str, str]]:
     """noisy (IQR/median above the threshold), contended (other processes used the CPU while
     it was timed; the recorded figures go in the title), CI target missed (``ci_met`` false:
-    the CI half-width stayed above ``ci_target`` x median, harness.timing)."""
+    the CI half-width stayed above ``ci_target`` x median, tasks.instruments.timing)."""
     extra = row.get("extra") or {}
     out = []
     if extra.get("noisy"):

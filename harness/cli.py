@@ -20,10 +20,37 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import tasks
+from harness import (
+    catalog,
+    claims,
+    compare,
+    db,
+    dburl,
+    derive,
+    doctor,
+    export,
+    nightly,
+    outputs,
+    plan,
+    plugins,
+    render,
+    results,
+    runner,
+    suite,
+)
+from harness.merge import merge
+from harness.progress import Progress
+from harness.runner import pending_cells
+from harness.spawner import Spawner
+from tasks.instruments.hardware import fingerprint
+
 # (module, class) of every error that is the user's input, not a bug: one line, exit 2. Looked
 # up in sys.modules, so naming them costs no import (a module never imported raised nothing).
-USER_ERROR_CLASSES = (("harness.suite", "SuiteError"), ("harness.configs", "ConfigError"),
-                      ("harness.plugins", "PluginError"), ("harness.registry", "RegistryError"),
+USER_ERROR_CLASSES = (("harness.suite", "SuiteError"),
+                      ("architectures.configs", "ConfigError"),
+                      ("harness.plugins", "PluginError"),
+                      ("architectures.registry", "RegistryError"),
                       ("harness.dburl", "DbUrlError"), ("harness.outputs", "OutputError"),
                       ("harness.db", "SchemaError"), ("harness.nightly", "NightlyError"),
                       ("harness.compare", "CompareError"), ("harness.claims", "ClaimError"))
@@ -152,8 +179,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command in NEEDS_REGISTRY or getattr(args, "what", "") in ("architectures",
                                                                           "tasks"):
-            from harness import plugins
-
             plugins.load_entry_points()  # installed plugins first, then --plugin files
             for path in args.plugin:
                 plugins.load(path)
@@ -175,8 +200,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 def db_url(args: argparse.Namespace) -> str:
     """The checked database URL: malformed, unsupported or in-memory ones are refused here,
     before any work (an in-memory database would discard every result)."""
-    from harness import dburl
-
     return dburl.resolve(args.db)  # flag, then $ARCHBENCH_DB, then the default; checked
 
 
@@ -209,8 +232,6 @@ def parse_size(text: str, where: str) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from harness import catalog
-
     entries = catalog.listing(args.what)
     if args.json:
         print(json.dumps(entries, indent=2, sort_keys=True))
@@ -226,7 +247,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         return cmd_plan(args)
     url = db_url(args)
     memory_limit = parse_size(args.memory_limit, "--memory-limit") if args.memory_limit else None
-    from harness.spawner import Spawner
 
     # the cell server imports torch while this process loads and plans the suite
     spawner = Spawner(tuple(str(Path(p).resolve()) for p in args.plugin))
@@ -238,9 +258,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, url: str, memory_limit: int | None, spawner: Any) -> int:
-    from harness import db, dburl, plan, runner, suite
-    from harness.progress import Progress
-
     s = suite.load(args.suite, device=args.device, dtype=args.dtype, threads=args.threads)
     cells = plan.plan(s)
     for line in plan.warnings(cells):
@@ -250,7 +267,6 @@ def _run(args: argparse.Namespace, url: str, memory_limit: int | None, spawner: 
     if memory_limit is None and getattr(s, "memory_limit", None):
         memory_limit = int(s.memory_limit)
     engine = db.connect(url)
-    import tasks
 
     headlines = {name: tasks.get(name).headline for name in s.tasks}
     with Progress(enabled=not args.no_progress) as progress:
@@ -261,7 +277,6 @@ def _run(args: argparse.Namespace, url: str, memory_limit: int | None, spawner: 
             jobs=args.jobs, memory_limit=memory_limit, spawner=spawner, rerun=args.rerun,
             config=suite.as_record(s),
         )
-    from harness import derive
 
     derived = derive.refresh(engine, report.code_version, run_id=report.run_id)
     counts = ", ".join(f"{k} {v}" for k, v in sorted(report.statuses.items())) or "nothing new"
@@ -289,7 +304,6 @@ def cmd_plan(args: argparse.Namespace) -> int:
     """The cells a run would measure (finished ones marked), the plan's warnings and an ETA."""
     _check_run_flags(args)
     url = db_url(args)
-    from harness import db, plan, suite
 
     s = suite.load(args.suite, device=args.device, dtype=args.dtype, threads=args.threads)
     cells = plan.plan(s)
@@ -298,13 +312,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     history = db.wall_times(engine) if engine is not None else {}
     todo = cells
     if engine is not None and cells:  # what `run` would measure with this --rerun
-        from harness.hardware import fingerprint
-        from harness.runner import pending_cells
-
         todo = pending_cells(engine, cells, fingerprint(cells[0].device).fingerprint,
                              args.rerun)
     waiting = {c.cell_id for c in todo}
-    import tasks
 
     for c in cells:
         mark = "todo" if c.cell_id in waiting else "done"
@@ -324,7 +334,6 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_site(args: argparse.Namespace) -> int:
     url = db_url(args)
-    from harness import db, outputs, render
 
     outputs.check_site_out(Path(args.out), outputs.database_path_of(url))  # before any work
     index = render.build(db.connect(url), Path(args.out))
@@ -334,7 +343,6 @@ def cmd_site(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     url = db_url(args)
-    from harness import db, export, outputs, results
 
     outputs.check_file_out(Path(args.out), outputs.database_path_of(url))  # before any work
     if args.since:
@@ -349,9 +357,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    from harness import dburl
-    from harness.merge import merge
-
     sources = [dburl.resolve(s) for s in args.sources]
     into = dburl.resolve(args.into)
     counts = merge(sources, into)
@@ -362,8 +367,6 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 
 def cmd_db(args: argparse.Namespace) -> int:
-    from harness import db, dburl
-
     url = db_url(args)
     if args.action == "status":
         db.connect(url)  # raises the one-line SchemaError for an older or newer database
@@ -380,8 +383,6 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 
 def cmd_nightly(args: argparse.Namespace) -> int:
-    from harness import nightly
-
     cfg = nightly.load_config(args.config)  # a bad config: one line, exit 2, before any work
     url = db_url(args)
     report = nightly.run_nightly(cfg, url, tuple(str(Path(p).resolve()) for p in args.plugin))
@@ -395,8 +396,6 @@ def cmd_nightly(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from harness import compare
-
     url = db_url(args)
     table = compare.compare(url, args.a, args.b, tasks=args.task, metrics=args.metric)
     print(json.dumps(table, indent=2, sort_keys=True, default=str) if args.json
@@ -405,8 +404,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_claims(args: argparse.Namespace) -> int:
-    from harness import claims, db
-
     found = claims.load(Path(args.file) if args.file else None)  # bad file: one line, exit 2
     verdicts = claims.evaluate(db.connect(db_url(args)), found)
     if args.json:
@@ -419,8 +416,6 @@ def cmd_claims(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from harness import doctor
-
     report: dict[str, Any] = doctor.report(args.db)
     for section, rows in report.items():
         print(f"[{section}]")

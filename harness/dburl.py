@@ -16,6 +16,8 @@ import os
 import re
 from pathlib import Path
 
+from harness.db import DEFAULT_DB
+
 DIALECTS = ("sqlite", "postgresql", "postgresql+psycopg", "postgresql+psycopg2")
 DBAPI = {"psycopg": "psycopg", "psycopg2": "psycopg2"}  # driver -> module that must import
 MEMORY_NAMES = ("", ":memory:")
@@ -162,8 +164,6 @@ def check_url(url: str, *, allow_memory: bool = False) -> str:
 def resolve(url: str | None = None, *, allow_memory: bool = False) -> str:
     """:func:`check_url` of ``url``, else of ``$ARCHBENCH_DB``, else of ``results/archbench.db``
     (the precedence of :func:`harness.db.resolve_url`, checked before any folder is made)."""
-    from harness.db import DEFAULT_DB
-
     return check_url(url or os.environ.get("ARCHBENCH_DB") or str(DEFAULT_DB),
                      allow_memory=allow_memory)
 

@@ -18,8 +18,8 @@ from sqlalchemy.engine import Engine
 from harness import db, queries
 from harness.ids import canonical_hash
 from harness.seeds import mean_ci
-from harness.stats import loglog_slope
 from harness.values import MAX_PATHS, sanitize
+from tasks.instruments.stats import loglog_slope
 
 log = logging.getLogger(__name__)
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from harness import db
+from tasks.instruments import energy, hardware, memory
+
 
 def report(db_url: str | None = None) -> dict[str, list[dict[str, Any]]]:
     import torch
-
-    from harness import db, energy, hardware, memory
 
     hw = hardware.fingerprint("cpu")
     out: dict[str, list[dict[str, Any]]] = {

@@ -39,7 +39,10 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from harness import db, regress, yamlsafe
+import tasks
+from harness import db, derive, plan, regress, render, runner, suite, yamlsafe
+from harness.provenance import code_version
+from tasks.instruments.hardware import fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -271,10 +274,6 @@ def run_nightly(cfg: NightlyConfig, url: str, plugins: tuple[str, ...] = (),
                 on_line: Any = print) -> NightlyReport:
     """The whole nightly (see the module docstring); never raises for a failed cell or a
     detection problem: those are in the report's errors, with exit code 2."""
-    from harness import derive, plan, render, runner, suite
-    from harness.hardware import fingerprint
-    from harness.provenance import code_version
-
     engine = db.connect(url)
     nightly_id = uuid.uuid4().hex[:12]
     report = NightlyReport(nightly_id, db.now().isoformat(timespec="seconds"))
@@ -288,8 +287,6 @@ def run_nightly(cfg: NightlyConfig, url: str, plugins: tuple[str, ...] = (),
                          cfg.as_record())
         status = "finished"
         try:
-            import tasks
-
             kinds = {name: tasks.get(name).kind for s in suites for name in s.tasks}
             run_ids: set[str] = set()
             for s in suites:
@@ -355,8 +352,6 @@ def run_nightly(cfg: NightlyConfig, url: str, plugins: tuple[str, ...] = (),
 
 def _run_suite(runner: Any, engine: Engine, s: Any, cells: list[Any], rerun: str, kind: str,
                nightly_id: str, plugins: tuple[str, ...], record: dict[str, Any]) -> Any:
-    import tasks
-
     headlines = {name: tasks.get(name).headline for name in s.tasks}
     return runner.run(cells, engine, suite_name=s.name, timeout_s=s.timeout_s, plugins=plugins,
                       headlines=headlines, rerun=rerun, kind=kind, config=record,

@@ -7,8 +7,8 @@ from typing import Any
 
 import architectures
 import tasks
+from architectures.configs import build_config
 from harness import sources
-from harness.configs import build_config
 from harness.ids import canonical_hash, setting_of  # noqa: F401 - canonical_hash re-exported
 from harness.suite import Suite
 

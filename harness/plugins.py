@@ -16,7 +16,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from harness.registry import RegistryError
+import architectures
+from architectures.registry import RegistryError
 
 GROUP = "archbench.architectures"
 _loaded_entry_points: set[tuple[str, str, str]] = set()
@@ -55,8 +56,6 @@ def load(path: str) -> None:
 
 def _register_object(obj: object) -> None:
     """An entry point naming a ``Variant`` registers it unless that very entry already is."""
-    import architectures
-
     if isinstance(obj, architectures.Variant):
         if obj.name not in architectures.REGISTRY or architectures.get(obj.name) is not obj:
             architectures.register(obj)

@@ -52,7 +52,7 @@ from harness.outputs import (  # noqa: F401 - re-exported: site callers name the
     slug,
     unique_slugs,
 )
-from harness.stats import NOISY_IQR_OVER_MEDIAN
+from tasks.instruments.stats import NOISY_IQR_OVER_MEDIAN
 
 PACKAGE_ASSETS = Path(__file__).resolve().parent / "site_assets"  # wheel install
 SOURCE_ASSETS = Path(__file__).resolve().parent.parent / "site"  # source checkout

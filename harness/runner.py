@@ -33,11 +33,14 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
+import tasks
 from harness import db
-from harness.hardware import fingerprint as hardware_fingerprint
+from harness.catalog import architecture_entry, task_entry
 from harness.plan import Cell
 from harness.provenance import code_version
 from harness.spawner import Exit, Spawner, sweep_scratch
+from tasks.base import STATUSES
+from tasks.instruments.hardware import fingerprint as hardware_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +89,6 @@ class RunReport:
 
 def cell_env(cell: Cell) -> dict[str, str]:
     """The parent's environment, threads pinned, plus what the task asks for."""
-    import tasks
-
     env = {**os.environ, **tasks.get(cell.task).env}
     env.update(OMP_NUM_THREADS=str(cell.threads), MKL_NUM_THREADS=str(cell.threads))
     return env
@@ -165,8 +166,6 @@ _METRIC_FIELDS = {"name": str, "unit": str, "status": str, "method": str}
 
 def validate_outcome(raw: Any) -> dict[str, Any]:
     """Check the shape of a cell's outcome; raise ValueError/TypeError naming what is wrong."""
-    from tasks.base import STATUSES
-
     if not isinstance(raw, dict):
         raise TypeError(f"outcome is a {type(raw).__name__}, not an object")
     status = raw.get("status")
@@ -287,7 +286,6 @@ def run(cells: list[Cell], engine: Engine, *, suite_name: str, timeout_s: float,
     """
     if jobs < 1:
         raise ValueError("jobs must be >= 1")
-    import tasks
 
     device = cells[0].device if cells else "cpu"
     hw = hardware_fingerprint(device)
@@ -411,8 +409,6 @@ def pending_cells(engine: Engine, cells: list[Cell], fingerprint: str,
 
 def catalog_entries(cells: list[Cell]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The variants and tasks of these cells as stored metadata (with their digests)."""
-    from harness.catalog import architecture_entry, task_entry
-
     variants = {c.arch: {**architecture_entry(c.arch), "digest": c.arch_digest} for c in cells}
     tasks_ = {c.task: {**task_entry(c.task), "digest": c.task_digest} for c in cells}
     return list(variants.values()), list(tasks_.values())

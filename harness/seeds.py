@@ -1,7 +1,7 @@
 """Statistics over seeds: the Student t interval of a mean (docs/METHOD.md, Accuracy: a mean
 with a 95% CI over >= 3 seeds).
 
-Apart from ``harness.stats`` (pure Python, imported by every cell process for its timing) so
+Apart from ``instruments.stats`` (pure Python, imported by every cell process for its timing) so
 that only the harness, which reports over seeds, pays for importing scipy; the t quantile is
 scipy's (``scipy.special.stdtrit``, the inverse of the Student t CDF), not hand-written.
 """
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from scipy.special import stdtrit
 
-from harness.stats import finite_sorted
+from tasks.instruments.stats import finite_sorted
 
 
 def t_quantile(p: float, df: float) -> float:

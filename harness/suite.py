@@ -11,9 +11,10 @@ from typing import Any
 
 import architectures
 import tasks
+from architectures.configs import ConfigError, show
+from architectures.registry import RegistryError
+from architectures.sizing import size_for_budget
 from harness import yamlsafe
-from harness.configs import ConfigError, show
-from harness.registry import RegistryError
 
 SUITES_DIR = Path(__file__).parent / "suites"
 TOP_KEYS = ("architectures", "description", "hardware", "model", "name", "seeds", "tasks",
@@ -320,8 +321,6 @@ def _sized(where: str, budget: dict[str, Any], entries: dict[str, dict[str, Any]
     non-embedding parameters (within ``param_tolerance``), everything else as the suite gave
     it. Embedding and output head are left out because each task brings its own vocabulary;
     every row stores the model's full parameter count as well."""
-    from architectures.sizing import size_for_budget
-
     target = budget.get("param_budget")
     tolerance = budget.get("param_tolerance", 0.05)
     match = budget.get("param_match", "total")

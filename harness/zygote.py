@@ -32,25 +32,17 @@ import sys
 import traceback
 from typing import Any
 
+from tasks.instruments.procs import die_with_parent
+
 POLL_S = 0.01  # how often a child's exit is looked for while no request arrives
-PRELOAD = ("torch", "numpy", "architectures", "tasks", "harness.cell", "harness.context",
-           "harness.timing", "harness.stats", "harness.memory", "harness.contention")
+PRELOAD = ("torch", "numpy", "architectures", "tasks", "harness.cell", "tasks.instruments.context",
+           "tasks.instruments.timing", "tasks.instruments.stats", "tasks.instruments.memory",
+           "tasks.instruments.contention")
 
 
 def _send(msg: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(msg) + "\n")
     sys.stdout.flush()
-
-
-def die_with_parent(parent: int, sig: int = signal.SIGKILL) -> None:
-    """Get ``sig`` when ``parent`` dies; exit at once if it already has (the ``prctl`` only
-    covers deaths after it is set, so the parent is checked after)."""
-    with contextlib.suppress(OSError, AttributeError):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(sig))  # PR_SET_PDEATHSIG
-    if os.getppid() != parent:
-        os._exit(137)
 
 
 def _child(req: dict[str, Any], server: int) -> None:
@@ -71,7 +63,8 @@ def _child(req: dict[str, Any], server: int) -> None:
         if req.get("memory_limit"):
             limit = int(req["memory_limit"])
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-        from harness import cell
+
+        from harness import cell  # lazy: preloaded by _serve, which reports a failing import
 
         code = cell.main([req["spec"], req["out"]])
     except BaseException:  # noqa: BLE001 - the child reports through its exit code and log
@@ -138,7 +131,7 @@ def _serve(plugins: list[str], children: dict[int, str]) -> None:
         except Exception as err:  # noqa: BLE001 - a cell that needs it reports the error
             failed.append(f"{name}: {type(err).__name__}: {err}")
     try:
-        from harness import plugins as plugin_loader
+        from harness import plugins as plugin_loader  # lazy: a failure is reported, not fatal
 
         plugin_loader.load_entry_points()
         for path in plugins:

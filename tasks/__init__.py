@@ -1,14 +1,19 @@
-"""Task registry: accuracy and efficiency tasks, one file each."""
+"""Task registry: accuracy and efficiency tasks, one file each.
+
+Every public module of this package is one task that registers itself when the registry is first
+used; ``tasks.instruments`` holds what they measure with. Importing the package is light (no
+torch), so the instruments serve a timing process and the harness without loading every task.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from harness.configs import as_dict, build_config
-from harness.registry import Registry
+from architectures.configs import allowed_keys, as_dict, build_config
+from architectures.registry import Registry
 from tasks.base import Metric, MetricSpec, Task
 
-REGISTRY: Registry[Task] = Registry("task")
+REGISTRY: Registry[Task] = Registry("task", "tasks", skip=frozenset({"base"}))
 
 
 def register(task: Task) -> Task:
@@ -30,21 +35,7 @@ def resolve_config(name: str, **config: Any) -> dict[str, Any]:
 
 
 def config_keys(name: str) -> list[str]:
-    from harness.configs import allowed_keys
-
     return allowed_keys(get(name).config_cls)
 
-
-def _import_all() -> None:
-    """Each public module of this package is one task that registers itself on import."""
-    import importlib
-    import pkgutil
-
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        if not info.name.startswith("_") and info.name != "base":
-            importlib.import_module(f"{__name__}.{info.name}")
-
-
-_import_all()
 
 __all__ = ["Metric", "MetricSpec", "Task", "REGISTRY", "register", "names", "get", "resolve_config"]

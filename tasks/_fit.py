@@ -41,8 +41,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from harness.context import CellContext
 from tasks.base import Diverged
+from tasks.instruments.context import CellContext
 
 AUX_WEIGHT = 0.01  # Switch Transformer's load-balancing coefficient
 IMPROVING = 0.01  # validation gain over the last quarter of the budget that means "still learning"

@@ -34,13 +34,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness.context import CellContext
 from tasks import _fit
 from tasks._fit import (
     Fit,
     lr_at,  # noqa: F401  (re-exported: tasks call _seqtask.lr_at)
 )
 from tasks.base import Metric, MetricSpec
+from tasks.instruments import checkpoints
+from tasks.instruments.context import CellContext
 
 AUX_WEIGHT = _fit.AUX_WEIGHT
 CACHE_ENV = "ARCHBENCH_DATA_CACHE"
@@ -422,8 +423,6 @@ def accuracy_metrics(*, cfg: Any, model: torch.nn.Module, test_set: Data, accura
 def save_checkpoint(model: torch.nn.Module, ctx: CellContext, task: str,
                     extra: dict[str, Any]) -> str | None:
     """Write the trained model where the runner keeps checkpoints; returns the path."""
-    from harness import checkpoints
-
     if not ctx.checkpoint_dir:
         return None
     path = checkpoints.path_for(ctx.checkpoint_dir, task, ctx.arch, ctx.arch_config, ctx.seed)

@@ -1,7 +1,7 @@
 """Shared shaping of timed samples into latency, throughput and reference-normalised metrics.
 
 Every metric carries the same ``extra`` keys about how the samples were taken
-(``harness.timing``): ``noisy``, ``contended``, ``contention``, ``ref_ms``, ``ref_ratio``,
+(``tasks.instruments.timing``): ``noisy``, ``contended``, ``contention``, ``ref_ms``, ``ref_ratio``,
 ``ref_method``, ``ci_target``, ``ci_met`` (plus ``iters_per_sample``, ``warmup``, ``n_min``,
 ``attempts``). Tasks that time with ``time_fn`` declare ``LATENCY_SPECS``.
 """
@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from harness.stats import paired_ratios, quantile, summarize
-from harness.timing import CI_TARGET, MAX_ATTEMPTS, MAX_SAMPLES, PROCESSES
 from tasks.base import Metric, MetricSpec
+from tasks.instruments.stats import paired_ratios, quantile, summarize
+from tasks.instruments.timing import CI_TARGET, MAX_ATTEMPTS, MAX_SAMPLES, PROCESSES
 
 MS = 1e3
 
@@ -100,7 +100,7 @@ def vs_reference_metric(timing: Any, info: dict[str, Any]) -> Metric:
 
 @dataclass(frozen=True)
 class TimedConfig:
-    """The sampling keys every timed task's config shares (``harness.timing``)."""
+    """The sampling keys every timed task's config shares (``tasks.instruments.timing``)."""
 
     ci_target: float = CI_TARGET  # sample until the median's 95% CI is within this; 0: off
     max_samples: int = MAX_SAMPLES  # adaptive sampling stops here at the latest

@@ -1,7 +1,7 @@
 """The task contract: a task is a config dataclass plus a ``run`` that returns metrics.
 
 Each task file defines a frozen ``Config`` and registers one :class:`Task`. ``run`` gets the
-validated config and a :class:`harness.context.CellContext` (device, dtype, seed, a model
+validated config and a :class:`tasks.instruments.context.CellContext` (device, dtype, seed, a model
 factory) and returns :class:`Metric` rows; the harness adds provenance and stores them.
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from harness.context import CellContext
+    from tasks.instruments.context import CellContext
 
 STATUSES = ("ok", "failed", "oom", "timeout", "killed", "diverged", "unavailable", "unsupported",
             "skipped")

@@ -39,9 +39,9 @@ from typing import Any
 import numpy as np
 
 import tasks
-from harness.context import CellContext
 from tasks import _seqtask
 from tasks.base import Metric, MetricSpec, Task
+from tasks.instruments.context import CellContext
 
 Data = _seqtask.Data
 

@@ -15,10 +15,10 @@ import torch
 
 import tasks
 from architectures import state_numel
-from harness.context import CellContext
-from harness.timing import in_processes, pooled, time_fn
 from tasks._timed import LATENCY_SPECS, TimedConfig, check_timing, latency_metrics
 from tasks.base import Metric, MetricSpec, Task
+from tasks.instruments.context import CellContext
+from tasks.instruments.timing import in_processes, pooled, time_fn
 
 STATE_SPECS = (
     MetricSpec("state_bytes_measured", "bytes", False,

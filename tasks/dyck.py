@@ -33,9 +33,9 @@ from dataclasses import dataclass
 import numpy as np
 
 import tasks
-from harness.context import CellContext
 from tasks import _seqtask
 from tasks.base import Metric, Task
+from tasks.instruments.context import CellContext
 
 # tokens: opens 0..k-1, the matching closes k..2k-1, then EMPTY (a target class, never an input)
 

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import torch
 
 import tasks
-from harness.context import CellContext
-from harness.energy import EnergyUnavailable, measure_energy, select_meter
 from tasks.base import Metric, Task
+from tasks.instruments.context import CellContext
+from tasks.instruments.energy import EnergyUnavailable, measure_energy, select_meter
 
 
 @dataclass(frozen=True)

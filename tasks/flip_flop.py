@@ -27,9 +27,9 @@ from dataclasses import dataclass
 import numpy as np
 
 import tasks
-from harness.context import CellContext
 from tasks import _seqtask
 from tasks.base import Metric, Task
+from tasks.instruments.context import CellContext
 
 WRITE, IGNORE, READ = 2, 3, 4  # bits are tokens 0 and 1
 

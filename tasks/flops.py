@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 import tasks
-from harness.context import CellContext
 from tasks.base import Metric, Task
+from tasks.instruments.context import CellContext
 
 METHOD = (
     "torch.utils.flop_counter.FlopCounterMode, one {what} over (B, T) tokens / (B*T); counts "

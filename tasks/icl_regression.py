@@ -32,9 +32,9 @@ from dataclasses import dataclass
 import numpy as np
 
 import tasks
-from harness.context import CellContext
 from tasks import _seqtask
 from tasks.base import Metric, Task
+from tasks.instruments.context import CellContext
 
 VERSION = 2  # 2: only unseen x scored, p 11 and 8 examples; chance and floor on the row
 

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 
 import tasks
-from harness.context import CellContext
 from tasks import _seqtask
 from tasks.base import Metric, Task
+from tasks.instruments.context import CellContext
 
 VERSION = 3  # 3: chance and trivial-strategy floor on the accuracy row
 

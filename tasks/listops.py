@@ -39,9 +39,9 @@ from dataclasses import dataclass
 import numpy as np
 
 import tasks
-from harness.context import CellContext
 from tasks import _seqtask
 from tasks.base import Metric, Task
+from tasks.instruments.context import CellContext
 
 # digits are tokens 0-9
 MIN, MAX, MED, SM = 10, 11, 12, 13  # each one opens an operator: ``[MIN`` ... ``]``

@@ -49,9 +49,9 @@ import torch
 import torch.nn.functional as F
 
 import tasks
-from harness.context import CellContext
 from tasks import _seqtask
 from tasks.base import Metric, MetricSpec, Task
+from tasks.instruments.context import CellContext
 
 VERSION = 2  # 2: deduplicated held-out bytes, min_context, eval_bytes counts scored bytes
 CORPORA = ("pydoc_topics", "stdlib_sources")

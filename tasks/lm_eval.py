@@ -1,7 +1,7 @@
 """lm-evaluation-harness tasks on the cell's model, byte-level, offline.
 
 The cell's architecture (or the model in ``checkpoint``) runs through
-:class:`harness.lm_eval_adapter.ArchbenchLM` under ``lm_eval.simple_evaluate``. Tasks are looked
+:class:`tasks._lm_eval_adapter.ArchbenchLM` under ``lm_eval.simple_evaluate``. Tasks are looked
 up first among the ones shipped in ``tasks/lm_eval_tasks`` (a four-way capital-city choice, a
 copy-the-word generation and the perplexity of short written paragraphs, all local JSONL), then
 among lm-eval's built-in tasks, which work wherever their data is already cached (the cell runs
@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import tasks
-from harness import checkpoints
-from harness.context import CellContext
 from tasks.base import Metric, Task
+from tasks.instruments import checkpoints
+from tasks.instruments.context import CellContext
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ UNRANKED_REASON = (f"the shipped lm-eval tasks have a few dozen items (archbench
 @dataclass(frozen=True)
 class Config:
     tasks: tuple[str, ...] = SHIPPED  # lm-eval task names: shipped ones, or cached built-ins
-    # a harness.checkpoints file; "task:NAME": the model task NAME trained for this cell's
+    # a tasks.instruments.checkpoints file; "task:NAME": the model task NAME trained for this cell's
     # architecture, config and seed (e.g. "task:lm_bpb"); empty: a freshly seeded model
     checkpoint: str = ""
     limit: int = 0  # documents per task; 0: all of them
@@ -171,7 +171,7 @@ def run(cfg: Config, ctx: CellContext) -> list[Metric]:
         os.environ.setdefault(key, value)
     import lm_eval
 
-    from harness.lm_eval_adapter import ArchbenchLM
+    from tasks._lm_eval_adapter import ArchbenchLM  # lazy: it imports lm-eval, an optional extra
 
     manager = task_manager(cfg.tasks)
     model = _model(cfg, ctx)

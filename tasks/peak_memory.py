@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import torch
 
 import tasks
-from harness.context import CellContext
-from harness.memory import cpu_peak_available, measure_peak
 from tasks.base import Metric, Task
+from tasks.instruments.context import CellContext
+from tasks.instruments.memory import cpu_peak_available, measure_peak
 
 MIB = 2**20
 # Freed buffers go back to the OS so the phase's peak RSS is visible (docs/METHOD.md, Memory).

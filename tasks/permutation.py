@@ -35,9 +35,9 @@ from dataclasses import dataclass
 import numpy as np
 
 import tasks
-from harness.context import CellContext
 from tasks import _seqtask
 from tasks.base import Metric, Task
+from tasks.instruments.context import CellContext
 
 GROUPS = {"S3": 3, "S5": 5}  # group name -> k of S_k
 ELEMENTS = {g: tuple(itertools.permutations(range(k))) for g, k in GROUPS.items()}

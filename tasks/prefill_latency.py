@@ -3,7 +3,7 @@
 Every shape is warmed up before timing; iterations are calibrated so one sample lasts long
 enough to read; the device is synchronised before every clock read. Samples alternate with a
 fixed reference matmul (``latency_vs_ref``), their number adapts to a CI target, and a
-measurement taken under contention is re-measured (``harness.timing``; version 2).
+measurement taken under contention is re-measured (``tasks.instruments.timing``; version 2).
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from typing import Any
 import torch
 
 import tasks
-from harness.context import CellContext
-from harness.timing import in_processes, pooled, time_fn
 from tasks._timed import LATENCY_SPECS, TimedConfig, check_timing, latency_metrics
 from tasks.base import Metric, Task
+from tasks.instruments.context import CellContext
+from tasks.instruments.timing import in_processes, pooled, time_fn
 
 
 @dataclass(frozen=True)

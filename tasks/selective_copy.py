@@ -20,9 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 
 import tasks
-from harness.context import CellContext
 from tasks import _seqtask
 from tasks.base import Metric, Task
+from tasks.instruments.context import CellContext
 
 BLANK, SEP = 0, 1  # data symbols are 2 .. 2 + n_data - 1
 

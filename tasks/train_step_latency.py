@@ -4,7 +4,7 @@ Warm-up steps run first (AdamW allocates its moments on the first step); iterati
 calibrated and the device is synchronised before every clock read. Weights change between
 calls, as in real training; the cost of a step does not depend on their values. Samples
 alternate with a fixed reference matmul (``latency_vs_ref``), their number adapts to a CI
-target, and a measurement taken under contention is re-measured (``harness.timing``; version 2).
+target, and a measurement taken under contention is re-measured (``instruments.timing``; version 2).
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import torch
 import torch.nn.functional as F
 
 import tasks
-from harness.context import CellContext
-from harness.timing import in_processes, pooled, time_fn
 from tasks._timed import LATENCY_SPECS, TimedConfig, check_timing, latency_metrics
 from tasks.base import Metric, Task
+from tasks.instruments.context import CellContext
+from tasks.instruments.timing import in_processes, pooled, time_fn
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from architectures.linear_attention import (
     linear_attention_ref,
 )
 from architectures.mamba import selective_scan_chunked, selective_scan_ref
-from harness.registry import RegistryError
+from architectures.registry import RegistryError
 
 NAMES = architectures.names()
 # bidirectional variants (causal = False) have no token-by-token decoding to check

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import tasks
-from harness.configs import ConfigError, build_config
+from architectures.configs import ConfigError, build_config
 from tasks import (
     _seqtask,
     copy_length_gen,

@@ -9,8 +9,8 @@ import torch
 
 import architectures
 import harness
-from harness import checkpoints
-from harness.checkpoints import CheckpointError
+from tasks.instruments import checkpoints
+from tasks.instruments.checkpoints import CheckpointError
 
 TINY = {"d_model": 32, "n_layers": 1}
 

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from harness import contention
-from harness.contention import (
+from tasks.instruments import contention
+from tasks.instruments.contention import (
     OTHERS_CPU_CORES_MAX,
     ContentionProbe,
     classify,

@@ -6,8 +6,8 @@ import pytest
 
 import architectures
 import tasks
-from harness.configs import build_config
-from harness.context import CellContext
+from architectures.configs import build_config
+from tasks.instruments.context import CellContext
 
 D, LAYERS, VOCAB, T = 64, 2, 256, 256
 

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from harness import hardware
-from harness.hardware import describe_devices, fingerprint, fingerprint_of, nvml_index
+from tasks.instruments import hardware
+from tasks.instruments.hardware import describe_devices, fingerprint, fingerprint_of, nvml_index
 
 STABLE_KEYS = {"device_type", "cpu_model", "logical_cpus", "memory_gib", "machine", "os",
                "python", "torch", "torch_cuda"}

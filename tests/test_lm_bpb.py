@@ -14,11 +14,12 @@ import pytest
 import torch
 
 import tasks
-from harness import checkpoints, db
+from architectures.configs import ConfigError
+from harness import db
 from harness.cli import main
-from harness.configs import ConfigError
-from harness.context import CellContext
 from tasks import lm_bpb
+from tasks.instruments import checkpoints
+from tasks.instruments.context import CellContext
 from tests.conftest import write_suite
 
 CTX = CellContext(arch="transformer", arch_config={"d_model": 32, "n_layers": 1}, seed=0,

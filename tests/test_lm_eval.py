@@ -19,9 +19,10 @@ from lm_eval.api.instance import Instance  # noqa: E402
 from lm_eval.api.registry import get_model  # noqa: E402
 
 import architectures  # noqa: E402
-from harness import checkpoints, db  # noqa: E402
+from harness import db
 from harness.cli import main  # noqa: E402
-from harness.lm_eval_adapter import BOS, ArchbenchLM, encode  # noqa: E402
+from tasks._lm_eval_adapter import BOS, ArchbenchLM, encode  # noqa: E402
+from tasks.instruments import checkpoints  # noqa: E402
 from tasks.lm_eval import SHIPPED, task_manager  # noqa: E402
 from tests.conftest import write_suite  # noqa: E402
 
@@ -145,7 +146,7 @@ def test_is_greedy_of_a_real_model_follows_its_argmax(arch: str) -> None:
 def test_requests_longer_than_max_length_are_counted_and_logged(
         caplog: pytest.LogCaptureFixture) -> None:
     lm = ArchbenchLM(model=NextByte(), max_length=8)
-    with caplog.at_level("WARNING", logger="harness.lm_eval_adapter"):
+    with caplog.at_level("WARNING", logger="tasks._lm_eval_adapter"):
         lm.loglikelihood([
             req("loglikelihood", "abcdefghij", "klm", task="t1"),  # 13 bytes: context cut
             req("loglikelihood", "a", "bcdefghijkl", task="t1"),  # continuation of 11 > 8
@@ -240,8 +241,8 @@ def test_lm_eval_task_through_harness(tmp_path: Path, db_url: str) -> None:
 
 
 def test_lm_eval_reads_max_length_from_the_checkpoint(tmp_path: Path) -> None:
-    from harness.context import CellContext
     from tasks import lm_eval as task
+    from tasks.instruments.context import CellContext
 
     path = checkpoints.save(tiny("mamba"), tmp_path / "m.pt", extra={"seq_len": 16})
     bare = checkpoints.save(tiny("mamba"), tmp_path / "bare.pt")
@@ -270,8 +271,8 @@ def test_lm_eval_is_shown_but_not_ranked() -> None:
 
 
 def test_lm_eval_task_scores_a_checkpoint(tmp_path: Path) -> None:
-    from harness.context import CellContext
     from tasks import lm_eval as task
+    from tasks.instruments.context import CellContext
 
     path = checkpoints.save(tiny("mamba"), tmp_path / "m.pt")
     cfg = task.Config(tasks=("archbench_capitals",), checkpoint=str(path), limit=2, max_length=64)

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from harness import energy
-from harness.energy import (
+from tasks.instruments import energy
+from tasks.instruments.energy import (
     EnergyError,
     EnergyReading,
     EnergyUnavailable,
@@ -20,7 +20,7 @@ from harness.energy import (
     probe_meters,
     select_meter,
 )
-from harness.memory import MemoryReading, PeakMemory, cpu_peak_available, measure_peak
+from tasks.instruments.memory import MemoryReading, PeakMemory, cpu_peak_available, measure_peak
 
 MB = 1_000_000
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from harness.context import CellContext
 from tasks import _fit, _seqtask, parity
+from tasks.instruments.context import CellContext
 
 CTX = CellContext(arch="transformer", arch_config={"d_model": 16, "n_layers": 1}, seed=0,
                   device="cpu", dtype="float32", threads=1)

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from harness.seeds import mean_ci, t_quantile
-from harness.stats import (
+from tasks.instruments.stats import (
     Summary,
     loglog_slope,
     median_ci,
@@ -67,7 +67,7 @@ def test_median_ci_relative_half_width() -> None:
 
 
 def test_median_ci_rank_cache_matches_direct_search() -> None:
-    from harness.stats import _binomial_half_cdf
+    from tasks.instruments.stats import _binomial_half_cdf
 
     for n in range(1, 60):
         xs = [float(i) for i in range(n)]

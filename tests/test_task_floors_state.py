@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 import tasks
-from harness.configs import ConfigError, build_config
-from harness.context import CellContext
+from architectures.configs import ConfigError, build_config
 from tasks import _seqtask, copy_length_gen, dyck, listops, parity, permutation
+from tasks.instruments.context import CellContext
 
 SMALL = {"train_size": 300, "val_size": 50, "test_size": 100}
 MODULES = {"parity": parity, "permutation": permutation, "dyck": dyck, "listops": listops,

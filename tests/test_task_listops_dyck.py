@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 import tasks
-from harness.configs import ConfigError, build_config
-from harness.context import CellContext
+from architectures.configs import ConfigError, build_config
 from tasks import _seqtask, dyck, listops
+from tasks.instruments.context import CellContext
 
 SMALL = {"train_size": 300, "val_size": 50, "test_size": 100}
 MODULES = {"listops": listops, "dyck": dyck}

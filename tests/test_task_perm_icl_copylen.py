@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 import tasks
-from harness.configs import ConfigError, build_config
-from harness.context import CellContext
+from architectures.configs import ConfigError, build_config
 from tasks import copy_length_gen, icl_regression, permutation
+from tasks.instruments.context import CellContext
 
 SMALL = {"train_size": 300, "val_size": 64, "test_size": 100}
 

@@ -10,10 +10,10 @@ import torch
 
 import architectures
 import tasks
-from harness.configs import ConfigError, build_config
-from harness.context import CellContext
+from architectures.configs import ConfigError, build_config
 from tasks import _seqtask, mqar
 from tasks.base import Metric
+from tasks.instruments.context import CellContext
 
 
 @pytest.mark.parametrize("name", tasks.names())

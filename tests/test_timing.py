@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import timing
-from harness.stats import median_ci_rel_half_width, quantile
-from harness.timing import (
+from tasks._timed import LATENCY_SPECS, latency_metrics
+from tasks.instruments import timing
+from tasks.instruments.stats import median_ci_rel_half_width, quantile
+from tasks.instruments.timing import (
     METHOD,
     Reference,
     Timing,
@@ -24,7 +25,6 @@ from harness.timing import (
     sync_for,
     time_fn,
 )
-from tasks._timed import LATENCY_SPECS, latency_metrics
 
 PLAIN = {"reference": None, "contention": None, "ci_target": None}  # the pre-issue timer
 
@@ -372,8 +372,8 @@ def test_default_path_with_torch_reference_and_real_probe() -> None:
 def test_prefill_task_reports_declared_metrics() -> None:
     pytest.importorskip("torch")
     import tasks
-    from harness.configs import build_config
-    from harness.context import CellContext
+    from architectures.configs import build_config
+    from tasks.instruments.context import CellContext
 
     task = tasks.get("prefill_latency")
     cfg = build_config(task.config_cls, {"seq_len": 8, "n_samples": 5, "warmup": 1,
@@ -394,7 +394,7 @@ def test_prefill_task_reports_declared_metrics() -> None:
 
 def test_sync_for_cpu_is_noop_and_import_is_torch_free() -> None:
     assert sync_for("cpu")() is None
-    code = ("import sys, harness.timing, harness.contention; "
+    code = ("import sys, tasks.instruments.timing, tasks.instruments.contention; "
             "sys.exit('torch' in sys.modules or 'pynvml' in sys.modules)")
     root = Path(__file__).resolve().parents[1]
     assert subprocess.run([sys.executable, "-c", code], cwd=root, check=False).returncode == 0
@@ -407,7 +407,7 @@ def test_in_processes_forks_only_where_allowed() -> None:
     import subprocess
     import sys
 
-    from harness.timing import in_processes
+    from tasks.instruments.timing import in_processes
 
     assert in_processes(3, os.getpid) == [os.getpid()]  # not fork-safe here: once, in place
     code = ("import os; from harness import timing; timing.allow_fork(); "

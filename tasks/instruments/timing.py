@@ -16,7 +16,7 @@ After nanoGPT's ``bench.py``, ``torch.utils.benchmark`` and ``timeit``:
 3. **Adaptive sample count.** ``n_samples`` is the minimum: rounds go on until the
    distribution-free 95% CI of the workload's median (``stats.median_ci``) has a half-width
    (hi - lo) / 2 <= ``ci_target`` x median, or ``max_samples`` rounds, or ``max_total_s``.
-4. **Contention.** A probe (``harness.contention``) brackets each attempt; an attempt flagged
+4. **Contention.** A probe (``contention``) brackets each attempt; an attempt flagged
    contended is re-measured: up to ``max_attempts`` attempts in all, each further one only
    after ``wait_for_quiet`` saw one quiet window within ``quiet_wait_s`` (another attempt
    under the same load would not do better). The least contended attempt (lowest score,
@@ -31,20 +31,25 @@ from __future__ import annotations
 
 import gc
 import math
+import os
+import pickle
 import sys
+import threading
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from harness.contention import RULE, ContentionProbe
-from harness.stats import median_ci_rel_half_width, quantile
+from tasks.instruments.contention import RULE, ContentionProbe
+from tasks.instruments.procs import die_with_parent
+from tasks.instruments.stats import median_ci_rel_half_width, quantile
 
 METHOD = ("perf_counter_ns, sync before each clock read, calibrated iterations, "
           "gc off inside timed blocks")
 METHOD_REF = "rounds interleave the workload with a fixed reference workload"
 METHOD_ADAPTIVE = "samples until the 95% CI of the median is within {:.0%} of it"
-METHOD_PROBE = "contention probed; contended attempts re-measured (harness.contention)"
+METHOD_PROBE = "contention probed; contended attempts re-measured (tasks.instruments.contention)"
 MIN_SAMPLES = 5  # an early stop on max_total_s still collects this many when it can
 MAX_SAMPLES = 100  # adaptive sampling stops here at the latest (enough for a p99)
 CI_TARGET = 0.02  # default: 95% CI half-width of the median within 2% of the median
@@ -406,11 +411,6 @@ def in_processes(n: int, fn: Callable[[], Any]) -> list[Any]:
     reaches it. An exception in a child is raised here with the child's traceback. Elsewhere,
     or with ``n <= 1`` or no ``os.fork``: ``fn()`` once, here (the row records 1 process).
     """
-    import os
-    import pickle
-    import threading
-    import traceback
-
     if n <= 1 or not hasattr(os, "fork") or not _fork_safe or threading.active_count() > 1:
         return [fn()]
     parent = os.getpid()
@@ -421,8 +421,6 @@ def in_processes(n: int, fn: Callable[[], Any]) -> list[Any]:
         if pid == 0:  # the child: measure, send the result, leave without cleanup
             os.close(read)
             try:
-                from harness.zygote import die_with_parent
-
                 die_with_parent(parent)
                 payload = pickle.dumps(("ok", fn()))
             except BaseException:  # noqa: BLE001 - reported to the parent

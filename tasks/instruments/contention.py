@@ -24,7 +24,7 @@ Figures (Linux; a figure the platform cannot give is None and ``why`` says why, 
   device, before and after, through NVML (``pynvml``, optional). These are recorded but not
   used by the rule: utilisation while we measure is mostly our own kernels and NVML cannot
   split it by process, and an idle process that merely holds the device is not contention.
-  A slower GPU shows in the reference-normalised latency instead (``harness.timing``).
+  A slower GPU shows in the reference-normalised latency instead (``tasks.instruments.timing``).
 
 Rule (``classify``): contended when any of
 
@@ -46,6 +46,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from tasks.instruments.hardware import cuda_index, nvml_index
 
 # A quarter of a core beyond the idle ones: at 2 threads that is ~12% of the CPU time our
 # threads want, far more than the 2% precision the adaptive sampler aims for (timing.CI_TARGET).
@@ -160,8 +162,6 @@ class NvmlReader:
 
     def __init__(self, device: str) -> None:
         import pynvml  # optional; ImportError is reported by the probe as the reason
-
-        from harness.hardware import cuda_index, nvml_index
 
         pynvml.nvmlInit()
         self.nvml = pynvml

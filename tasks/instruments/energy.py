@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
-from harness.hardware import cuda_index, nvml_index
+from tasks.instruments.hardware import cuda_index, nvml_index
 
 log = logging.getLogger(__name__)
 

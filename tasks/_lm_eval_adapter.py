@@ -30,7 +30,9 @@ from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
-from harness.context import DTYPES
+import architectures
+from tasks.instruments import checkpoints
+from tasks.instruments.context import DTYPES
 
 __all__ = ["BOS", "TRUNCATIONS", "ArchbenchLM", "decode", "encode"]
 
@@ -95,18 +97,14 @@ class ArchbenchLM(LM):
             if config:
                 raise ValueError(f"archbench: config keys {sorted(config)} cannot override a "
                                  "checkpoint's config")
-            from harness import checkpoints
 
             return checkpoints.load(checkpoint)
-        import architectures
 
         with torch.random.fork_rng(devices=[]):  # seed the init without touching caller's RNG
             torch.manual_seed(int(seed))
             return architectures.build(arch, **config)
 
     def _is_causal(self) -> bool:
-        import architectures
-
         try:
             return architectures.get(self.model.variant).causal
         except (AttributeError, KeyError):

@@ -84,7 +84,7 @@ def median_ci(samples: Sequence[float], confidence: float = 0.95) -> tuple[float
 def median_ci_rel_half_width(samples: Sequence[float],
                              confidence: float = 0.95) -> float | None:
     """Half-width of ``median_ci``, (hi - lo) / 2, over |median|: the adaptive sampler's stop
-    figure (``harness.timing``). None when the CI does not exist (n < 6 at 95%) or the median
+    figure (``timing``). None when the CI does not exist (n < 6 at 95%) or the median
     is 0 (a relative width is undefined)."""
     ci = median_ci(samples, confidence)
     median = quantile(samples, 0.5)

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import torch
 
-import harness
+import architectures
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "CheckpointError", "load", "path_for", "read_metadata",
            "save"]
@@ -27,6 +28,15 @@ FORMAT_VERSION = 1
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be read or does not fit its model; the message is one line."""
+
+
+def _version() -> str:
+    """The installed archbench package's version (checkpoints sit below the harness, which
+    defines ``harness.__version__`` from the same pyproject)."""
+    try:
+        return metadata.version("archbench")
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def path_for(root: str | Path, task: str, arch: str, arch_config: dict[str, Any],
@@ -45,8 +55,6 @@ def save(model: Any, path: str | Path, *, cell_id: str | None = None,
     Weights are saved as float32 on CPU whatever the model's device and dtype, so a checkpoint
     loads anywhere; ``extra`` must be JSON-serializable (it is stored as plain types).
     """
-    import architectures
-
     extra = dict(extra or {})
     try:
         extra = json.loads(json.dumps(extra))
@@ -60,7 +68,7 @@ def save(model: Any, path: str | Path, *, cell_id: str | None = None,
         "variant_version": variant.version,
         "config": dict(model.config),
         "cell_id": cell_id,
-        "archbench_version": harness.__version__,
+        "archbench_version": _version(),
         "extra": extra,
         "state_dict": {k: v.detach().to("cpu", torch.float32) if v.is_floating_point()
                        else v.detach().cpu() for k, v in model.state_dict().items()},
@@ -98,8 +106,6 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
 def load(path: str | Path, *, device: str | torch.device = "cpu",
          dtype: torch.dtype | None = None) -> Any:
     """The ``LanguageModel`` saved at ``path``, in eval mode on ``device`` (and ``dtype``)."""
-    import architectures
-
     payload = _read(path)
     name, config = payload["variant"], payload["config"]
     try:

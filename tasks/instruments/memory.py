@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from types import TracebackType
 from typing import Any
 
-from harness.hardware import cuda_index, nvml_index
+from tasks.instruments.hardware import cuda_index, nvml_index
 
 log = logging.getLogger(__name__)
 

@@ -7,6 +7,9 @@ from typing import Any
 
 import torch
 
+import architectures
+from tasks.instruments import checkpoints
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -31,8 +34,6 @@ class CellContext:
 
     def build_model(self, **overrides: Any) -> torch.nn.Module:
         """The cell's architecture, seeded, on the cell's device and dtype, in eval mode."""
-        import architectures
-
         torch.manual_seed(self.seed)
         model = architectures.build(self.arch, **{**self.arch_config, **overrides})
         return model.to(device=self.torch_device, dtype=self.torch_dtype).eval()
@@ -45,7 +46,6 @@ class CellContext:
             return None
         if not spec.startswith("task:"):
             return spec
-        from harness import checkpoints
 
         producer = spec.removeprefix("task:")
         if not self.checkpoint_dir:
@@ -64,7 +64,6 @@ class CellContext:
         path = self.checkpoint_path(checkpoint)
         if path is None:
             return self.build_model(**overrides)
-        from harness import checkpoints
 
         model = checkpoints.load(path, device=self.torch_device, dtype=self.torch_dtype)
         if model.variant != self.arch:

@@ -10,14 +10,14 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
+from tasks.instruments.context import DTYPES
+from tasks.instruments.timing import sync_for, time_fn
+
 SIZE = 1024  # square matmul edge: large enough to reach BLAS peak, small enough to be quick
 
 
 def measure(device: str, dtype: str, threads: int, size: int = SIZE) -> dict[str, Any]:
     import torch
-
-    from harness.context import DTYPES
-    from harness.timing import sync_for, time_fn
 
     torch.set_num_threads(threads)
     g = torch.Generator().manual_seed(0)
