@@ -22,7 +22,9 @@ from architectures.registry import Registry
 __all__ = [
     "REGISTRY",
     "ConfigError",
+    "IMPLS",
     "Mixer",
+    "MixerState",
     "Variant",
     "check_fields",
     "choice",
@@ -41,6 +43,9 @@ def integer(default: int, *, minimum: int = 1) -> Any:
 def choice(default: str, choices: Sequence[str]) -> Any:
     """A config field holding one of `choices`."""
     return field(default=default, metadata={"choices": tuple(choices)})
+
+
+IMPLS = ("fast", "reference")  # `impl: str = choice("fast", IMPLS)`; see `Mixer`
 
 
 def check_fields(cfg: Any) -> None:
@@ -73,18 +78,36 @@ def unknown_keys_message(unknown: Sequence[str], allowed: Sequence[str]) -> str:
     return f"unknown config key{plural} {named}{hint}; allowed: {', '.join(allowed)}"
 
 
+MixerState = dict[str, Tensor]
+
+
 class Mixer(Protocol):
-    """The sequence-mixer contract (STYLE rule 2); every variant's mixer module satisfies it."""
+    """The sequence-mixer contract (STYLE rule 2); every variant's mixer module satisfies it.
+
+    Decoding state: `init_state`, `step` and `prefill` use one flat `dict[str, Tensor]` per
+    mixer (a `MixerState`), keys naming what each tensor holds ("conv", "ssm", "k", "v", ...),
+    every tensor's leading dim the batch. A dict subclass is fine (the attention mixers'
+    preallocated `_kv.KVCache`); a mixer without decoding returns `{}`. The backbone keeps a
+    list of them, one per block run. `kernel_path` names the concrete kernel that runs
+    ("chunked", "sequential", "fft", "direct", ...): results rows record it.
+
+    Fast and reference forms: a variant with a second, plainer implementation of its parallel
+    pass (a sequential recurrence, a direct convolution, a full-mask attention) has the config
+    key `impl` ("fast", the default, or "reference"), `choice("fast", IMPLS)`; both give the same
+    outputs and gradients up to float rounding (tests/test_contract.py checks every one).
+    """
 
     kernel_path: str
 
     def __call__(self, x: Tensor) -> Tensor: ...  # (B, T, D) -> (B, T, D)
 
-    def init_state(self, batch_size: int, *, device: torch.device, dtype: torch.dtype) -> Any: ...
+    def init_state(
+        self, batch_size: int, *, device: torch.device, dtype: torch.dtype
+    ) -> MixerState: ...
 
-    def step(self, x_t: Tensor, state: Any) -> tuple[Tensor, Any]: ...  # x_t, y_t: (B, 1, D)
+    def step(self, x_t: Tensor, state: MixerState) -> tuple[Tensor, MixerState]: ...  # (B, 1, D)
 
-    def prefill(self, x: Tensor) -> tuple[Tensor, Any]:
+    def prefill(self, x: Tensor) -> tuple[Tensor, MixerState]:
         """x (B, T, D), T >= 1 -> (y, state) in one parallel pass, for decoding after x.
 
         y equals `self(x)` and `state` equals the state `step` reaches from
@@ -152,22 +175,23 @@ def register(variant: Variant) -> Variant:
 
 
 def _tensors(state: Any) -> Iterator[Tensor]:
-    if isinstance(state, Tensor):
-        yield state
-    elif isinstance(state, Mapping):
-        for value in state.values():
-            yield from _tensors(value)
-    elif isinstance(state, (list, tuple)):
-        for value in state:
-            yield from _tensors(value)
+    """The tensors of one mixer state (a dict of tensors) or of a list of them (a model's)."""
+    for mixer_state in [state] if isinstance(state, Mapping) else state:
+        if not isinstance(mixer_state, Mapping):
+            raise TypeError(f"a mixer state is a dict of tensors; got {type(mixer_state)}")
+        for key, value in mixer_state.items():
+            if not isinstance(value, Tensor):
+                raise TypeError(f"mixer state item {key!r} is {type(value)}, not a Tensor")
+            yield value
 
 
-def state_numel(state: Any) -> int:
-    """Elements held per sequence by a decoding state (nested lists/tuples/dicts of tensors).
+def state_numel(state: Mapping[str, Tensor] | Sequence[Mapping[str, Tensor]]) -> int:
+    """Elements held per sequence by a decoding state: one mixer's dict of tensors, or the
+    backbone's list of them (one per block run).
 
-    Every tensor's leading dim is the batch; the total is divided by it. Non-tensors are ignored.
-    A preallocated KV cache (`architectures._kv.KVCache`) is a mapping of its filled views, so
-    only the tokens it holds count, not its spare capacity.
+    Every tensor's leading dim is the batch; the total is divided by it. A preallocated KV cache
+    (`architectures._kv.KVCache`) is a dict of its filled views, so only the tokens it holds
+    count, not its spare capacity.
     """
     tensors = list(_tensors(state))
     if not tensors:

@@ -161,15 +161,17 @@ class DecayAttentionMixer(nn.Module):
     """Linear attention with a per-step decay, GroupNorm per head and a swish output gate.
 
     Shared by retnet (fixed decay per head) and gla (data-dependent decay per key dim): a
-    subclass only says how `_project` makes q, k, v, the log decays and the gate.
-    State (B, H, d, d), constant in context length.
+    subclass only says how `_project` makes q, k, v, the log decays and the gate. `impl`
+    "fast" runs the chunked form (kernel path "chunked"), "reference" the recurrence
+    ("sequential"). State {"kv": (B, H, d, d)}, constant in context length.
     """
 
-    def __init__(self, d_model: int, n_heads: int, chunk_size: int, scan: str) -> None:
+    def __init__(self, d_model: int, n_heads: int, chunk_size: int, impl: str) -> None:
         super().__init__()
         check_head_split(d_model, n_heads)
         self.d_model, self.n_heads, self.head_dim = d_model, n_heads, d_model // n_heads
-        self.chunk_size, self.kernel_path = chunk_size, scan
+        self.chunk_size = chunk_size
+        self.kernel_path = "chunked" if impl == "fast" else "sequential"
         self.qkvg = nn.Linear(d_model, 4 * d_model, bias=False)
         self.norm = HeadNorm(n_heads, self.head_dim)
         self.out = nn.Linear(d_model, d_model, bias=False)
@@ -186,31 +188,36 @@ class DecayAttentionMixer(nn.Module):
         """o (B, H, T, d), gate (B, T, D) -> (B, T, D)."""
         return self.out(F.silu(gate) * self.norm(o.transpose(1, 2)))
 
-    def _mix(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """x (B, T, D) -> output (B, T, D) and the state (B, H, d, d) after the last token."""
+    def _mix(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """x (B, T, D) -> output (B, T, D) and the state {"kv"} after the last token."""
         q, k, v, g, gate = self._project(x)
         if self.kernel_path == "chunked":
             o, state = decay_attention_chunked(q, k, v, g, self.chunk_size)
         else:
             o, state = decay_attention_ref(q, k, v, g)
-        return self._output(o, gate), state
+        return self._output(o, gate), {"kv": state}
 
     def forward(self, x: Tensor) -> Tensor:
         return self._mix(x)[0]
 
-    def prefill(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def prefill(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Forward over x (B, T, D) in one parallel pass, plus the state that T `step` calls from
         `init_state` reach: the chunked form's carry after the last chunk."""
         return self._mix(x)
 
-    def init_state(self, batch_size: int, *, device: torch.device, dtype: torch.dtype) -> Tensor:
+    def init_state(
+        self, batch_size: int, *, device: torch.device, dtype: torch.dtype
+    ) -> dict[str, Tensor]:
         shape = (batch_size, self.n_heads, self.head_dim, self.head_dim)
-        return torch.zeros(shape, device=device, dtype=dtype)
+        return {"kv": torch.zeros(shape, device=device, dtype=dtype)}
 
-    def step(self, x_t: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+    def step(
+        self, x_t: Tensor, state: dict[str, Tensor]
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         q, k, v, g, gate = self._project(x_t)
-        o, state = decay_attention_step(q[:, :, 0], k[:, :, 0], v[:, :, 0], g[:, :, 0], state)
-        return self._output(o[:, :, None], gate), state  # (B, 1, D)
+        first = (z[:, :, 0] for z in (q, k, v, g))
+        o, kv = decay_attention_step(*first, state["kv"])
+        return self._output(o[:, :, None], gate), {"kv": kv}  # (B, 1, D)
 
     def state_size(self, seq_len: int) -> int:
         return self.n_heads * self.head_dim * self.head_dim

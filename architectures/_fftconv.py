@@ -3,10 +3,11 @@
 `fft_conv` is the fast long convolution, O(T log T) per channel; `direct_conv_ref` computes the
 same sum directly, O(T L), and is the reference the tests compare it with. Both take time as the
 last dim: u (..., T) and a kernel k (..., L) whose leading dims broadcast against u's, and return
-y_t = sum_{s=0}^{min(t, L-1)} k_s u_{t-s}. The FFT runs in float32 whatever the input dtype (half
-precision FFTs lose too much), and the result is cast back. `causal_depthwise_conv` is the short
-per-channel convolution that Mamba, Mamba-2 and Hyena put before their mixers; `conv_window` is
-the decoding state such a convolution leaves after a sequence (its last inputs).
+y_t = sum_{s=0}^{min(t, L-1)} k_s u_{t-s}. The FFT runs in float32 for any lower precision (half
+precision FFTs lose too much) and in float64 for float64; the result is cast back.
+`causal_depthwise_conv` is the short per-channel convolution that Mamba, Mamba-2 and Hyena put
+before their mixers; `conv_window` is the decoding state such a convolution leaves after a
+sequence (its last inputs).
 """
 
 from __future__ import annotations
@@ -24,13 +25,19 @@ def fft_len(n: int) -> int:
     return 1 << max(n - 1, 0).bit_length()
 
 
+def _work_dtype(u: Tensor, k: Tensor) -> torch.dtype:
+    """float32, or float64 when either operand is float64 (lower precisions compute in float32)."""
+    return torch.promote_types(torch.promote_types(u.dtype, k.dtype), torch.float32)
+
+
 def fft_conv(u: Tensor, k: Tensor) -> Tensor:
     """Causal convolution by FFT: u (..., T), k (..., L) broadcastable -> (..., T) in u's dtype."""
     t = u.shape[-1]
     k = k[..., :t]  # taps beyond T never reach an output
     n = fft_len(t + k.shape[-1] - 1)
-    u_f = torch.fft.rfft(u.float(), n=n)  # (..., n/2 + 1) complex
-    k_f = torch.fft.rfft(k.float(), n=n)
+    work = _work_dtype(u, k)
+    u_f = torch.fft.rfft(u.to(work), n=n)  # (..., n/2 + 1) complex
+    k_f = torch.fft.rfft(k.to(work), n=n)
     return torch.fft.irfft(u_f * k_f, n=n)[..., :t].to(u.dtype)
 
 
@@ -39,8 +46,9 @@ def direct_conv_ref(u: Tensor, k: Tensor) -> Tensor:
     t, dtype = u.shape[-1], u.dtype
     k = k[..., :t]
     lead = torch.broadcast_shapes(u.shape[:-1], k.shape[:-1])
-    u = u.float().expand(*lead, t).reshape(1, -1, t)  # (1, M, T), one channel per series
-    w = k.float().expand(*lead, k.shape[-1]).reshape(-1, 1, k.shape[-1])  # (M, 1, L)
+    work = _work_dtype(u, k)
+    u = u.to(work).expand(*lead, t).reshape(1, -1, t)  # (1, M, T), one channel per series
+    w = k.to(work).expand(*lead, k.shape[-1]).reshape(-1, 1, k.shape[-1])  # (M, 1, L)
     # conv1d correlates, so the kernel is flipped; left padding makes it causal
     y = F.conv1d(F.pad(u, (w.shape[-1] - 1, 0)), w.flip(-1), groups=w.shape[0])
     return y.reshape(*lead, t).to(dtype)

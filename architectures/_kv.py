@@ -5,8 +5,11 @@ flags, (B, 1, t)) in a buffer with room for more tokens than it holds, time on d
 token writes one slot of each buffer instead of concatenating the whole cache into a new tensor
 every step; a full buffer is replaced by one of twice the capacity (the live tokens copied over
 once), so an append costs amortised O(1) copies. Attention reads the filled views `cache["k"]`,
-`cache["v"]`: the cache is a read-only mapping of its fields' filled views plus "pos", so
-`state_numel` (which walks mappings) counts the filled part only, never the spare capacity.
+`cache["v"]`: the cache is a `dict[str, Tensor]` (the mixer state contract) of its fields' filled
+views, so `state_numel` counts the filled part only, never the spare capacity. The position of
+the next token is the attribute `pos` (not an item). Fixed-size
+tensors that are not per token (block_state's SSM state) ride along as `extra` items, replaced
+whole with `with_extra`.
 
 States share buffers: `append` writes the slot after the filled part and returns a NEW cache
 whose length is one more, leaving the old cache object as it was. So the same state can be
@@ -19,7 +22,7 @@ order, oldest last, or by copying).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -47,21 +50,31 @@ def capacity_for(held: int, window: int | None = None) -> int:
     return capacity if window is None else min(capacity, 2 * window)
 
 
-class KVCache(Mapping[str, Any]):
-    """Per-token fields in preallocated buffers; a read-only mapping of their filled views.
+class KVCache(dict[str, Tensor]):
+    """Per-token fields in preallocated buffers; a dict of their filled views (plus `extra`).
 
     `buffers`: field name -> (B, ..., capacity, ...) tensor, time on dim 2; the filled part is
     slots [start, end). `pos`: tokens appended over the cache's life (the position of the next
     token; the RoPE position when a window drops old tokens). `window`: when set, only the last
-    `window` tokens stay live (sliding-window attention). Build one with `from_tokens`.
+    `window` tokens stay live (sliding-window attention). `extra`: further tensors of the state,
+    items beside the fields, carried unchanged by `append` and `cleared`. Build one with
+    `from_tokens`; treat it as read-only (every change returns a new cache).
     """
 
-    __slots__ = ("_buffers", "end", "pos", "start", "window")
+    __slots__ = ("_buffers", "end", "extra", "pos", "start", "window")
 
     def __init__(self, buffers: dict[str, Tensor], start: int, end: int, pos: int,
-                 window: int | None = None) -> None:
+                 window: int | None = None, extra: Mapping[str, Tensor] | None = None) -> None:
         self._buffers, self.start, self.end = buffers, start, end
-        self.pos, self.window = pos, window
+        self.pos, self.window, self.extra = pos, window, dict(extra or {})
+        if self.extra.keys() & buffers.keys():
+            raise ValueError(f"KVCache extra items {sorted(self.extra)} clash with its fields")
+        views = {name: b.narrow(_TIME, start, end - start) for name, b in buffers.items()}
+        super().__init__({**views, **self.extra})
+
+    def __reduce__(self) -> Any:  # copy and pickle rebuild from the buffers, not the items
+        return (KVCache, (self._buffers, self.start, self.end, self.pos, self.window,
+                          self.extra))
 
     @classmethod
     def from_tokens(cls, *, pos: int | None = None, window: int | None = None,
@@ -85,6 +98,11 @@ class KVCache(Mapping[str, Any]):
             buffers[name] = buffer
         return cls(buffers, 0, keep, t if pos is None else pos, window)
 
+    def with_extra(self, **extra: Tensor) -> KVCache:
+        """This cache (same buffers, same filled part) with `extra` items set or replaced."""
+        return KVCache(self._buffers, self.start, self.end, self.pos, self.window,
+                       {**self.extra, **extra})
+
     @property
     def capacity(self) -> int:
         """Slots of the buffers (filled or not)."""
@@ -95,26 +113,15 @@ class KVCache(Mapping[str, Any]):
         """The whole preallocated buffers (spare capacity included), by field name."""
         return self._buffers
 
-    def __len__(self) -> int:
-        return len(self._buffers) + 1
-
-    def __iter__(self) -> Iterator[str]:
-        yield from self._buffers
-        yield "pos"
-
-    def __getitem__(self, name: str) -> Any:
-        """A field's filled view, or "pos"."""
-        if name == "pos":
-            return self.pos
-        return self._buffers[name].narrow(_TIME, self.start, self.end - self.start)
-
     # a mapping of tensors cannot compare by value (tensor == tensor is elementwise)
     __eq__ = object.__eq__
+    __ne__ = object.__ne__
     __hash__ = object.__hash__
 
     def __repr__(self) -> str:
         return (f"KVCache(fields={list(self._buffers)}, held={self.end - self.start}, "
-                f"pos={self.pos}, capacity={self.capacity}, window={self.window})")
+                f"pos={self.pos}, capacity={self.capacity}, window={self.window}, "
+                f"extra={list(self.extra)})")
 
     def append(self, **fields: Tensor) -> KVCache:
         """A new cache with one more token: each field (B, ..., 1, ...) written into one slot.
@@ -143,10 +150,10 @@ class KVCache(Mapping[str, Any]):
         end += 1
         if self.window is not None:
             start = max(start, end - self.window)
-        return KVCache(buffers, start, end, self.pos + 1, self.window)
+        return KVCache(buffers, start, end, self.pos + 1, self.window, self.extra)
 
     def cleared(self) -> KVCache:
-        """An empty cache (pos 0) with fresh buffers of this capacity: states that still read
-        this cache's buffers (older states) are left intact."""
+        """An empty cache (pos 0) with fresh buffers of this capacity and the same `extra`:
+        states that still read this cache's buffers (older states) are left intact."""
         fresh = {name: buffer.new_empty(buffer.shape) for name, buffer in self._buffers.items()}
-        return KVCache(fresh, 0, 0, 0, self.window)
+        return KVCache(fresh, 0, 0, 0, self.window, self.extra)

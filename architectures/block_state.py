@@ -5,8 +5,9 @@ projected from the SSM output at its own position (one softmax over both). The S
 added to the attention output, so the path across blocks is never gated off by the softmax (in a
 small cross-block copy test this trained more reliably than either combination alone). Cost is
 linear in T (T x block_len scores); decoding holds the SSM state plus the KV cache of the current
-block only, at most block_len tokens (preallocated: block_len slots, fresh ones per block). A
-full-mask reference attention sits beside the block-wise one."""
+block only, at most block_len tokens (preallocated: block_len slots, fresh ones per block). The
+reference form (`impl` "reference") runs the SSM's sequential scan and a full-mask attention
+beside the chunked scan and block-wise attention."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._common import Variant, choice, integer, register
+from ._common import IMPLS, Variant, choice, integer, register
 from ._kv import KVCache
 from .mamba import MambaMixer
 from .transformer import _rope, check_heads
@@ -39,7 +40,9 @@ class BlockStateConfig:
     d_conv: int = integer(4)  # SSM causal conv width
     expand: int = integer(2)  # SSM inner width = expand * d_model
     chunk_size: int = integer(32)  # most steps per SSM scan chunk (speed only)
-    attn: str = choice("blockwise", ("blockwise", "reference"))  # which attention forward runs
+    # fast: chunked SSM scan + block-wise attention; reference: sequential scan + full-mask
+    # attention (kernel path "chunked+blockwise" or "sequential+masked")
+    impl: str = choice("fast", IMPLS)
 
     def check(self, d_model: int) -> None:
         check_heads(d_model, self.n_heads)
@@ -93,20 +96,21 @@ def block_attention_ref(
 
 
 class BlockStateMixer(nn.Module):
-    """SSM context + block-wise attention; state {"ssm": Mamba state, "kv": `KVCache`}, whose
-    "k" (rotated by position inside the block), "v" are (B, H, t, hd), t = tokens of the current
-    block so far (< block_len) and "pos" = t."""
+    """SSM context + block-wise attention; state: one `KVCache` whose "k" (rotated by position
+    inside the block), "v" are (B, H, t, hd), t = tokens of the current block so far
+    (< block_len) = its `pos`, with the Mamba state's "conv" and "ssm" as extra items."""
 
     def __init__(self, d_model: int, n_layers: int, cfg: BlockStateConfig) -> None:
         super().__init__()
         check_heads(d_model, cfg.n_heads)
         self.d_model, self.n_heads, self.head_dim = d_model, cfg.n_heads, d_model // cfg.n_heads
-        self.block_len, self.attn = cfg.block_len, cfg.attn
+        self.block_len, self.blockwise = cfg.block_len, cfg.impl == "fast"
         self.ssm = MambaMixer(
             d_model, n_layers, d_state=cfg.d_state, d_conv=cfg.d_conv, expand=cfg.expand,
-            dt_rank=0, chunk_size=cfg.chunk_size, scan="chunked",
+            dt_rank=0, chunk_size=cfg.chunk_size, impl=cfg.impl,
         )  # fmt: skip
-        self.kernel_path = f"{self.ssm.kernel_path}+{cfg.attn}"
+        attention = "blockwise" if self.blockwise else "masked"
+        self.kernel_path = f"{self.ssm.kernel_path}+{attention}"
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
         self.ctx = nn.Linear(d_model, 2 * d_model, bias=False)  # SSM output -> context key, value
         self.out = nn.Linear(d_model, d_model, bias=False)
@@ -130,13 +134,13 @@ class BlockStateMixer(nn.Module):
         """The output for input x and SSM output u (B, T, D); keys and values (B, H, T, hd)."""
         q, k, v = self._heads(self.qkv(x), 3)
         kc, vc = self._heads(self.ctx(u), 2)  # context from the SSM, (B, H, T, hd)
-        attend = block_attention if self.attn == "blockwise" else block_attention_ref
+        attend = block_attention if self.blockwise else block_attention_ref
         return self._merge(attend(q, k, v, kc, vc, self.block_len, self.inv_freq)) + u, k, v
 
     def forward(self, x: Tensor) -> Tensor:
         return self._attend(x, self.ssm(x))[0]
 
-    def prefill(self, x: Tensor) -> tuple[Tensor, dict[str, object]]:
+    def prefill(self, x: Tensor) -> tuple[Tensor, KVCache]:
         """forward(x) and the state: the SSM's prefill state plus the keys (rotated by their
         place in the block) and values of the T % block_len tokens of the unfinished block."""
         u, ssm = self.ssm.prefill(x)  # (B, T, D)
@@ -144,18 +148,18 @@ class BlockStateMixer(nn.Module):
         start = x.shape[1] - x.shape[1] % self.block_len  # first token of the current block
         k, v = k[:, :, start:], v[:, :, start:]
         cache = KVCache.from_tokens(k=_rope(k, self.inv_freq, 0), v=v, capacity=self.block_len)
-        return y, {"ssm": ssm, "kv": cache}
+        return y, cache.with_extra(**ssm)
 
     def init_state(
         self, batch_size: int, *, device: torch.device, dtype: torch.dtype
-    ) -> dict[str, object]:
+    ) -> KVCache:
         empty = torch.zeros(batch_size, self.n_heads, 0, self.head_dim, device=device, dtype=dtype)
         ssm = self.ssm.init_state(batch_size, device=device, dtype=dtype)
-        return {"ssm": ssm, "kv": KVCache.from_tokens(k=empty, v=empty, capacity=self.block_len)}
+        return KVCache.from_tokens(k=empty, v=empty, capacity=self.block_len).with_extra(**ssm)
 
-    def step(self, x_t: Tensor, state: dict) -> tuple[Tensor, dict]:
-        u, ssm = self.ssm.step(x_t, state["ssm"])  # (B, 1, D)
-        cache: KVCache = state["kv"]
+    def step(self, x_t: Tensor, state: KVCache) -> tuple[Tensor, KVCache]:
+        u, ssm = self.ssm.step(x_t, {key: state[key] for key in ("conv", "ssm")})  # (B, 1, D)
+        cache = state
         pos = cache.pos  # place of this token inside its block
         q, k, v = self._heads(self.qkv(x_t), 3)  # (B, H, 1, hd)
         kc, vc = self._heads(self.ctx(u), 2)
@@ -165,7 +169,7 @@ class BlockStateMixer(nn.Module):
         y = _mix(scores, (q * kc).sum(-1, keepdim=True) * scale, cache["v"], vc)
         if cache.pos == self.block_len:  # block complete: the next token starts a new one
             cache = cache.cleared()  # in fresh buffers, so earlier states keep theirs
-        return self._merge(y) + u, {"ssm": ssm, "kv": cache}
+        return self._merge(y) + u, cache.with_extra(**ssm)
 
     def state_size(self, seq_len: int) -> int:
         return self.ssm.state_size(seq_len) + 2 * self.d_model * (seq_len % self.block_len)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._common import Variant, choice, integer, register
+from ._common import IMPLS, Variant, choice, integer, register
 from ._decay_attention import (
     DecayAttentionMixer,
     check_head_split,
@@ -32,21 +32,22 @@ class GLAConfig:
     # time steps per chunk (speed only); the intra-chunk tensor is L x L x d_k per chunk, so small
     # chunks win: on CPU, L = 8 ran 2x faster than 16 and 4x faster than 64 at T = 16K, d_model 64
     chunk_size: int = integer(8)
-    scan: str = choice("chunked", ("chunked", "reference"))  # chunked form or the recurrence
+    impl: str = choice("fast", IMPLS)  # fast: the chunked form; reference: the recurrence
 
     def check(self, d_model: int) -> None:
         check_head_split(d_model, self.n_heads)
 
 
 class GLAMixer(DecayAttentionMixer):
-    """GLA layer after fla's `GatedLinearAttention`, key width = value width; state (B, H, d, d)."""
+    """GLA layer after fla's `GatedLinearAttention`, key width = value width;
+    state {"kv": (B, H, d, d)}."""
 
     # the decay's bias sets its time scale at init; its low-rank projection is a data-dependent
     # weight, decayed as mamba's dt_proj weight is
     no_weight_decay = ("decay.1.bias",)
 
-    def __init__(self, d_model: int, n_heads: int, chunk_size: int, scan: str) -> None:
-        super().__init__(d_model, n_heads, chunk_size, scan)
+    def __init__(self, d_model: int, n_heads: int, chunk_size: int, impl: str) -> None:
+        super().__init__(d_model, n_heads, chunk_size, impl)
         self.decay = nn.Sequential(
             nn.Linear(d_model, GATE_RANK, bias=False), nn.Linear(GATE_RANK, d_model)
         )
@@ -60,7 +61,7 @@ class GLAMixer(DecayAttentionMixer):
 
 
 def _make(cfg: GLAConfig, d_model: int, layer_idx: int, n_layers: int) -> nn.Module:
-    return GLAMixer(d_model, cfg.n_heads, cfg.chunk_size, cfg.scan)
+    return GLAMixer(d_model, cfg.n_heads, cfg.chunk_size, cfg.impl)
 
 
 VARIANT = register(

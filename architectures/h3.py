@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ._common import ConfigError, Variant, choice, integer, register
+from ._common import IMPLS, ConfigError, Variant, choice, integer, register
 from ._fftconv import conv_window
 from .s4d import DiagonalSSM, as_complex, check_state, long_conv
 
@@ -28,7 +28,7 @@ __all__ = ["VARIANT", "H3Config", "H3Mixer"]
 class H3Config:
     d_state: int = integer(64)  # N: shift-SSM taps and diagonal-SSM reals (N/2 complex modes)
     head_dim: int = integer(1)  # P; the diagonal SSM state is P x P x N per head (H3 uses 1)
-    conv: str = choice("fft", ("fft", "reference"))  # FFT convolution or direct convolution
+    impl: str = choice("fast", IMPLS)  # fast: FFT convolution; reference: direct convolution
 
     def check(self, d_model: int) -> None:
         check_state(self.d_state)
@@ -49,9 +49,10 @@ class H3Mixer(nn.Module):
     # C (an ordinary weight, decayed as S4's C is)
     no_weight_decay = ("D",)
 
-    def __init__(self, d_model: int, d_state: int, head_dim: int, conv: str) -> None:
+    def __init__(self, d_model: int, d_state: int, head_dim: int, impl: str) -> None:
         super().__init__()
-        self.d_model, self.d_state, self.kernel_path = d_model, d_state, conv
+        self.d_model, self.d_state = d_model, d_state
+        self.kernel_path = "fft" if impl == "fast" else "direct"
         self.head_dim, self.n_heads = head_dim, d_model // head_dim
         self.q_proj, self.k_proj, self.v_proj = (nn.Linear(d_model, d_model) for _ in range(3))
         # shift SSM: A = shift, B = e_1, so its kernel is C itself, N taps (current input first)
@@ -125,7 +126,7 @@ class H3Mixer(nn.Module):
 
 
 def _make(cfg: H3Config, d_model: int, layer_idx: int, n_layers: int) -> nn.Module:
-    return H3Mixer(d_model, cfg.d_state, cfg.head_dim, cfg.conv)
+    return H3Mixer(d_model, cfg.d_state, cfg.head_dim, cfg.impl)
 
 
 VARIANT = register(

@@ -11,7 +11,7 @@ from typing import Any
 
 from torch import nn
 
-from ._common import Variant, integer, register
+from ._common import IMPLS, Variant, choice, integer, register
 from .mamba import MambaMixer
 from .transformer import AttentionMixer, check_heads
 
@@ -28,6 +28,7 @@ class HybridConfig:
     d_conv: int = integer(4)  # Mamba conv width
     expand: int = integer(2)  # Mamba D_inner = expand * d_model
     chunk_size: int = integer(32)  # most steps per Mamba scan chunk (speed only)
+    impl: str = choice("fast", IMPLS)  # Mamba layers' scan: chunked (fast) or sequential
 
     def check(self, d_model: int) -> None:
         check_heads(d_model, self.n_heads)
@@ -48,7 +49,7 @@ def _make(cfg: HybridConfig, d_model: int, layer_idx: int, n_layers: int) -> nn.
         return AttentionMixer(d_model, cfg.n_heads, n_layers)
     return MambaMixer(
         d_model, n_layers, d_state=cfg.d_state, d_conv=cfg.d_conv, expand=cfg.expand, dt_rank=0,
-        chunk_size=cfg.chunk_size, scan="chunked",
+        chunk_size=cfg.chunk_size, impl=cfg.impl,
     )  # fmt: skip
 
 

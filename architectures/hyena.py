@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ._common import ConfigError, Variant, choice, integer, register
+from ._common import IMPLS, ConfigError, Variant, choice, integer, register
 from ._fftconv import causal_depthwise_conv, conv_window, fft_len
 from .s4d import long_conv
 
@@ -39,7 +39,7 @@ class HyenaConfig:
     filter_dim: int = integer(16)  # F, width of the filter MLP
     emb_dim: int = integer(8, minimum=2)  # E, sin/cos positional features of the filter (even)
     d_conv: int = integer(3)  # short causal depthwise conv width
-    conv: str = choice("fft", ("fft", "reference"))  # FFT convolution or direct convolution
+    impl: str = choice("fast", IMPLS)  # fast: FFT convolution; reference: direct convolution
 
     def check(self, d_model: int) -> None:
         if self.emb_dim % 2:
@@ -115,10 +115,11 @@ class HyenaMixer(nn.Module):
     """
 
     def __init__(
-        self, d_model: int, *, order: int, filter_dim: int, emb_dim: int, d_conv: int, conv: str
+        self, d_model: int, *, order: int, filter_dim: int, emb_dim: int, d_conv: int, impl: str
     ) -> None:
         super().__init__()
-        self.d_model, self.order, self.d_conv, self.kernel_path = d_model, order, d_conv, conv
+        self.d_model, self.order, self.d_conv = d_model, order, d_conv
+        self.kernel_path = "fft" if impl == "fast" else "direct"
         width = (order + 1) * d_model
         self.in_proj = nn.Linear(d_model, width)
         self.short = nn.Conv1d(width, width, d_conv, groups=width)  # weight (W, 1, d_conv)
@@ -188,7 +189,7 @@ class HyenaMixer(nn.Module):
 def _make(cfg: HyenaConfig, d_model: int, layer_idx: int, n_layers: int) -> nn.Module:
     return HyenaMixer(
         d_model, order=cfg.order, filter_dim=cfg.filter_dim, emb_dim=cfg.emb_dim,
-        d_conv=cfg.d_conv, conv=cfg.conv,
+        d_conv=cfg.d_conv, impl=cfg.impl,
     )  # fmt: skip
 
 

@@ -4,7 +4,7 @@ d x d matrix plus a normaliser per head instead of a growing cache. Each output 
 phi(q_t) S_t / (phi(q_t) . z_t + eps) with S_t = sum_s<=t phi(k_s) v_s^T and
 z_t = sum_s<=t phi(k_s).
 The parallel form is chunked: a masked quadratic product inside each chunk plus the state
-summed over earlier chunks; a plain recurrent reference sits beside it."""
+summed over earlier chunks; a plain recurrent reference (`impl` "reference") sits beside it."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._common import Variant, integer, register
+from ._common import IMPLS, Variant, choice, integer, register
 from .transformer import check_heads
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "LinearAttentionConfig",
     "LinearAttentionMixer",
     "linear_attention_chunked",
+    "linear_attention_recurrent",
     "linear_attention_ref",
     "linear_attention_scan",
 ]
@@ -33,6 +34,7 @@ EPS = 1e-6  # keeps the normaliser away from 0 (phi > 0, so it is positive anywa
 class LinearAttentionConfig:
     n_heads: int = integer(4)  # head width d = d_model / n_heads; state d*d + d per head
     chunk_size: int = integer(64)  # time steps per chunk of the parallel form (speed only)
+    impl: str = choice("fast", IMPLS)  # fast: the chunked form; reference: the recurrence
 
     def check(self, d_model: int) -> None:
         check_heads(d_model, self.n_heads)
@@ -56,6 +58,14 @@ def _recurrent_step(
 
 def linear_attention_ref(q: Tensor, k: Tensor, v: Tensor, eps: float = EPS) -> Tensor:
     """Reference: the recurrence token by token. q, k = phi(.) (B, H, T, d), v (B, H, T, dv)."""
+    return linear_attention_recurrent(q, k, v, eps)[0]
+
+
+def linear_attention_recurrent(
+    q: Tensor, k: Tensor, v: Tensor, eps: float = EPS
+) -> tuple[Tensor, Tensor, Tensor]:
+    """`linear_attention_ref` that also returns the running sums after the last token (as
+    `linear_attention_scan` does): y (B, H, T, dv), kv (B, H, d, dv), k_sum (B, H, d)."""
     b, h, _, d = q.shape
     kv = q.new_zeros(b, h, d, v.shape[-1])
     k_sum = q.new_zeros(b, h, d)
@@ -64,7 +74,7 @@ def linear_attention_ref(q: Tensor, k: Tensor, v: Tensor, eps: float = EPS) -> T
     for q_t, k_t, v_t in zip(q.unbind(2), k.unbind(2), v.unbind(2), strict=True):
         y_t, kv, k_sum = _recurrent_step(q_t, k_t, v_t, kv, k_sum, eps)
         ys.append(y_t)
-    return torch.stack(ys, dim=2)  # (B, H, T, dv)
+    return torch.stack(ys, dim=2), kv, k_sum  # (B, H, T, dv)
 
 
 def _before_and_total(x: Tensor, dim: int) -> tuple[Tensor, Tensor]:
@@ -110,15 +120,16 @@ def linear_attention_chunked(
 
 
 class LinearAttentionMixer(nn.Module):
-    """Multi-head causal linear attention; state {"kv": (B, H, d, d), "k_sum": (B, H, d)}."""
+    """Multi-head causal linear attention; state {"kv": (B, H, d, d), "k_sum": (B, H, d)}.
+    `impl` "fast" runs the chunked form (kernel path "chunked"), "reference" the recurrence
+    token by token ("sequential")."""
 
-    kernel_path = "chunked"
-
-    def __init__(self, d_model: int, n_heads: int, chunk_size: int) -> None:
+    def __init__(self, d_model: int, n_heads: int, chunk_size: int, impl: str = "fast") -> None:
         super().__init__()
         check_heads(d_model, n_heads)
         self.d_model, self.n_heads, self.head_dim = d_model, n_heads, d_model // n_heads
         self.chunk_size = chunk_size
+        self.kernel_path = "chunked" if impl == "fast" else "sequential"
         self.feature_dim = self.head_dim  # width of phi(q), phi(k); random-feature maps differ
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
         self.out = nn.Linear(d_model, d_model, bias=False)
@@ -132,14 +143,21 @@ class LinearAttentionMixer(nn.Module):
         b, _, t, _ = y.shape
         return self.out(y.transpose(1, 2).reshape(b, t, self.d_model))  # (B, H, T, d) -> (B, T, D)
 
+    def _mix(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """x (B, T, D) -> output (B, T, D) and the running sums after the last token."""
+        if self.kernel_path == "chunked":
+            y, kv, k_sum = linear_attention_scan(*self._qkv(x), self.chunk_size)
+        else:
+            y, kv, k_sum = linear_attention_recurrent(*self._qkv(x))
+        return self._merge(y), {"kv": kv, "k_sum": k_sum}
+
     def forward(self, x: Tensor) -> Tensor:
-        return self._merge(linear_attention_chunked(*self._qkv(x), self.chunk_size))
+        return self._mix(x)[0]
 
     def prefill(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Forward over x (B, T, D) in one parallel pass, plus the state that T `step` calls from
         `init_state` reach: the running sums, the total of the per-chunk sums the pass forms."""
-        y, kv, k_sum = linear_attention_scan(*self._qkv(x), self.chunk_size)
-        return self._merge(y), {"kv": kv, "k_sum": k_sum}
+        return self._mix(x)
 
     def init_state(
         self, batch_size: int, *, device: torch.device, dtype: torch.dtype
@@ -160,7 +178,7 @@ class LinearAttentionMixer(nn.Module):
 
 
 def _make(cfg: LinearAttentionConfig, d_model: int, layer_idx: int, n_layers: int) -> nn.Module:
-    return LinearAttentionMixer(d_model, cfg.n_heads, cfg.chunk_size)
+    return LinearAttentionMixer(d_model, cfg.n_heads, cfg.chunk_size, cfg.impl)
 
 
 VARIANT = register(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -37,7 +36,8 @@ _NO_DECODING = ("linformer is bidirectional (every output depends on the whole s
 
 
 class LinformerMixer(nn.Module):
-    """Multi-head attention over k sequence-projected keys and values; no decoding state."""
+    """Multi-head attention over k sequence-projected keys and values; no decoding state
+    (`init_state` is the empty dict)."""
 
     kernel_path = "sdpa"
 
@@ -67,13 +67,15 @@ class LinformerMixer(nn.Module):
         y = F.scaled_dot_product_attention(q, k, v)  # (B, H, T, hd)
         return self.out(y.transpose(1, 2).reshape(b, t, self.d_model))  # (B, T, D)
 
-    def init_state(self, batch_size: int, *, device: torch.device, dtype: torch.dtype) -> list:
-        return []
+    def init_state(
+        self, batch_size: int, *, device: torch.device, dtype: torch.dtype
+    ) -> dict[str, Tensor]:
+        return {}  # nothing to decode from
 
-    def step(self, x_t: Tensor, state: Any) -> tuple[Tensor, Any]:
+    def step(self, x_t: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         raise NotImplementedError(_NO_DECODING)
 
-    def prefill(self, x: Tensor) -> tuple[Tensor, Any]:
+    def prefill(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """No decoding state to build: prefill would start a decode that `step` cannot go on."""
         raise NotImplementedError(_NO_DECODING)
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-from ._common import Variant, choice, integer, register
+from ._common import IMPLS, Variant, choice, integer, register
 from ._fftconv import conv_window
 
 __all__ = ["VARIANT", "MambaConfig", "MambaMixer", "selective_scan_chunked", "selective_scan_ref"]
@@ -37,7 +37,7 @@ class MambaConfig:
     expand: int = integer(2)  # D_inner = expand * d_model
     dt_rank: int = integer(0, minimum=0)  # rank of the dt projection; 0 means ceil(d_model / 16)
     chunk_size: int = integer(32)  # most time steps per chunk of the chunked scan (speed only)
-    scan: str = choice("chunked", ("chunked", "reference"))  # which scan forward runs
+    impl: str = choice("fast", IMPLS)  # fast: the chunked scan; reference: the sequential one
 
 
 def _ssm_step(
@@ -204,12 +204,13 @@ def selective_scan_chunked(
     x, dt (B, T, E); A (E, N); B, C (B, T, N); D (E); h0 (B, E, N) or zeros -> y (B, T, E), h_T.
     A chunk holds at most `chunk_size` steps and at most TILE elements per buffer, so a large
     batch gets shorter chunks. Runs in float32 when given lower precision (as Mamba's kernel
-    keeps its state in float32).
+    keeps its state in float32); float64 stays float64.
     """
     dtype = x.dtype
+    work = torch.promote_types(dtype, torch.float32)
     size = max(1, min(chunk_size, TILE // (x.shape[0] * A.numel())))
-    inputs = [z.float() for z in (x, dt, A, B, C)]
-    y, h = _SelectiveScan.apply(*inputs, None if h0 is None else h0.float(), size)
+    inputs = [z.to(work) for z in (x, dt, A, B, C)]
+    y, h = _SelectiveScan.apply(*inputs, None if h0 is None else h0.to(work), size)
     return (y + D * x).to(dtype), h.to(dtype)
 
 
@@ -222,12 +223,13 @@ class MambaMixer(nn.Module):
 
     def __init__(
         self, d_model: int, n_layers: int, *, d_state: int, d_conv: int, expand: int, dt_rank: int,
-        chunk_size: int, scan: str,
+        chunk_size: int, impl: str,
     ) -> None:  # fmt: skip
         super().__init__()
         e, self.d_state, self.d_conv = expand * d_model, d_state, d_conv
         self.d_inner, self.dt_rank = e, dt_rank or math.ceil(d_model / 16)
-        self.chunk_size, self.kernel_path = chunk_size, scan
+        self.chunk_size = chunk_size
+        self.kernel_path = "chunked" if impl == "fast" else "sequential"
         self.in_proj = nn.Linear(d_model, 2 * e, bias=False)
         self.conv = nn.Conv1d(e, e, d_conv, groups=e)  # weight (E, 1, d_conv) + bias; see _conv
         self.x_proj = nn.Linear(e, self.dt_rank + 2 * d_state, bias=False)
@@ -312,7 +314,7 @@ class MambaMixer(nn.Module):
 def _make(cfg: MambaConfig, d_model: int, layer_idx: int, n_layers: int) -> nn.Module:
     return MambaMixer(
         d_model, n_layers, d_state=cfg.d_state, d_conv=cfg.d_conv, expand=cfg.expand,
-        dt_rank=cfg.dt_rank, chunk_size=cfg.chunk_size, scan=cfg.scan,
+        dt_rank=cfg.dt_rank, chunk_size=cfg.chunk_size, impl=cfg.impl,
     )  # fmt: skip
 
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._common import ConfigError, Variant, choice, integer, register
+from ._common import IMPLS, ConfigError, Variant, choice, integer, register
 from ._fftconv import causal_depthwise_conv, conv_window
 
 __all__ = ["VARIANT", "Mamba2Config", "Mamba2Mixer", "segsum", "ssd_chunked", "ssd_ref"]
@@ -33,7 +33,7 @@ class Mamba2Config:
     expand: int = integer(2)  # E = expand * d_model
     d_conv: int = integer(4)  # causal depthwise conv width
     chunk_size: int = integer(32)  # L, steps per chunk of the SSD form (speed only)
-    scan: str = choice("chunked", ("chunked", "reference"))  # which form forward runs
+    impl: str = choice("fast", IMPLS)  # fast: the chunked SSD; reference: the recurrence
 
     def check(self, d_model: int) -> None:
         if (self.expand * d_model) % self.n_heads:
@@ -107,7 +107,8 @@ def ssd_chunked(
     Runs in float32 when given lower precision.
     """
     dtype, t, size = x.dtype, x.shape[1], min(chunk_size, x.shape[1])
-    x, dt, A, B, C = (z.float() for z in (x, dt, A, B, C))
+    work = torch.promote_types(x.dtype, torch.float32)  # float32 at least, float64 stays
+    x, dt, A, B, C = (z.to(work) for z in (x, dt, A, B, C))
     X = _pad_chunks(x * dt[..., None], size).permute(0, 3, 1, 2, 4)  # (B, H, n, L, P)
     a = _pad_chunks(dt * A, size).permute(0, 3, 1, 2)  # (B, H, n, L), log decays <= 0
     Bc, Cc = _pad_chunks(B, size)[:, None], _pad_chunks(C, size)[:, None]  # (B, 1, n, L, N)
@@ -117,7 +118,7 @@ def ssd_chunked(
     states = (X * to_end).transpose(-1, -2) @ Bc  # (B, H, n, P, N)
     if h0 is None:
         h0 = X.new_zeros(*states.shape[:2], *states.shape[3:])
-    starts, h = _carry(states, torch.exp(a_cum[..., -1]), h0.float())
+    starts, h = _carry(states, torch.exp(a_cum[..., -1]), h0.to(work))
     y = y + (Cc @ starts.transpose(-1, -2)) * torch.exp(a_cum)[..., None]  # carried state
     y = y.permute(0, 2, 3, 1, 4).flatten(1, 2)[:, :t]  # (B, T, H, P)
     return y.to(dtype), h.to(dtype)
@@ -131,12 +132,13 @@ class Mamba2Mixer(nn.Module):
 
     def __init__(
         self, d_model: int, n_layers: int, *, d_state: int, n_heads: int, expand: int,
-        d_conv: int, chunk_size: int, scan: str,
+        d_conv: int, chunk_size: int, impl: str,
     ) -> None:  # fmt: skip
         super().__init__()
         e = expand * d_model
         self.d_inner, self.d_state, self.d_conv, self.n_heads = e, d_state, d_conv, n_heads
-        self.head_dim, self.chunk_size, self.kernel_path = e // n_heads, chunk_size, scan
+        self.head_dim, self.chunk_size = e // n_heads, chunk_size
+        self.kernel_path = "chunked" if impl == "fast" else "sequential"
         self.in_proj = nn.Linear(d_model, 2 * e + 2 * d_state + n_heads, bias=False)
         width = e + 2 * d_state  # x, B, C share the conv
         self.conv = nn.Conv1d(width, width, d_conv, groups=width)  # weight (W, 1, d_conv)
@@ -210,7 +212,7 @@ class Mamba2Mixer(nn.Module):
 def _make(cfg: Mamba2Config, d_model: int, layer_idx: int, n_layers: int) -> nn.Module:
     return Mamba2Mixer(
         d_model, n_layers, d_state=cfg.d_state, n_heads=cfg.n_heads, expand=cfg.expand,
-        d_conv=cfg.d_conv, chunk_size=cfg.chunk_size, scan=cfg.scan,
+        d_conv=cfg.d_conv, chunk_size=cfg.chunk_size, impl=cfg.impl,
     )  # fmt: skip
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from torch import nn
 
-from ._common import Variant, choice, integer, register
+from ._common import IMPLS, Variant, choice, integer, register
 from .sliding_window import SlidingWindowMixer, window_covers
 from .transformer import AttentionMixer, check_heads
 
@@ -23,7 +23,7 @@ class MasformerConfig:
     global_every: int = integer(2)  # layer i is global when i % global_every == global_every - 1
     n_heads: int = integer(4)  # head width = d_model / n_heads, even for RoPE
     window: int = integer(64)  # tokens a local layer's query sees, itself included
-    attention: str = choice("blocked", ("blocked", "reference"))  # local layers' forward form
+    impl: str = choice("fast", IMPLS)  # local layers: blocked (fast) or T x T masked (reference)
 
     def check(self, d_model: int) -> None:
         check_heads(d_model, self.n_heads)
@@ -45,7 +45,7 @@ class MasformerConfig:
 def _make(cfg: MasformerConfig, d_model: int, layer_idx: int, n_layers: int) -> nn.Module:
     if layer_idx % cfg.global_every == cfg.global_every - 1:
         return AttentionMixer(d_model, cfg.n_heads, n_layers)
-    return SlidingWindowMixer(d_model, cfg.n_heads, n_layers, cfg.window, cfg.attention)
+    return SlidingWindowMixer(d_model, cfg.n_heads, n_layers, cfg.window, cfg.impl)
 
 
 VARIANT = register(

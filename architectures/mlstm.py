@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._common import Variant, choice, integer, register
+from ._common import IMPLS, Variant, choice, integer, register
 from ._decay_attention import HeadNorm, check_head_split, linear_carry, max_plus_carry
 
 __all__ = ["VARIANT", "MLSTMConfig", "MLSTMMixer", "mlstm_chunked", "mlstm_ref"]
@@ -24,14 +24,19 @@ __all__ = ["VARIANT", "MLSTMConfig", "MLSTMMixer", "mlstm_chunked", "mlstm_ref"]
 # State (C, n, m): C (B, H, K, V) and n (B, H, K) scaled by exp(-m); m (B, H) the log scale.
 # Every m is a stabiliser only (h does not depend on it), so it is detached: the gradient is exact.
 
-State = tuple[Tensor, Tensor, Tensor]
+State = tuple[Tensor, Tensor, Tensor]  # (C, n, m), as the kernels take and return it
+STATE_KEYS = ("memory", "normalizer", "stabilizer")  # the mixer's decoding state: C, n, m
+
+
+def _as_dict(state: State) -> dict[str, Tensor]:
+    return dict(zip(STATE_KEYS, state, strict=True))
 
 
 @dataclass(frozen=True)
 class MLSTMConfig:
     n_heads: int = integer(4)  # head width d = d_model / n_heads; state d*d + d + 1 per head
     chunk_size: int = integer(64)  # time steps per chunk of the chunkwise form (speed only)
-    scan: str = choice("chunked", ("chunked", "reference"))  # chunkwise form or the recurrence
+    impl: str = choice("fast", IMPLS)  # fast: the chunkwise form; reference: the recurrence
 
     def check(self, d_model: int) -> None:
         check_head_split(d_model, self.n_heads)
@@ -144,16 +149,19 @@ def mlstm_chunked(
 
 
 class MLSTMMixer(nn.Module):
-    """mLSTM layer: q, k, v and gates from the input; state (C, n, m) as above."""
+    """mLSTM layer: q, k, v and gates from the input; state {"memory": C (B, H, d, d),
+    "normalizer": n (B, H, d), "stabilizer": m (B, H)} as above. `impl` "fast" runs the
+    chunkwise form (kernel path "chunked"), "reference" the recurrence ("sequential")."""
 
     # the gate biases set the forget time scales (xLSTM decays only >= 2-D weights)
     no_weight_decay = ("gates.bias",)
 
-    def __init__(self, d_model: int, n_heads: int, chunk_size: int, scan: str) -> None:
+    def __init__(self, d_model: int, n_heads: int, chunk_size: int, impl: str) -> None:
         super().__init__()
         check_head_split(d_model, n_heads)
         self.d_model, self.n_heads, self.head_dim = d_model, n_heads, d_model // n_heads
-        self.chunk_size, self.kernel_path = chunk_size, scan
+        self.chunk_size = chunk_size
+        self.kernel_path = "chunked" if impl == "fast" else "sequential"
         self.qkvo = nn.Linear(d_model, 4 * d_model, bias=False)
         self.gates = nn.Linear(d_model, 2 * n_heads)  # input and forget pre-activations per head
         self.norm = HeadNorm(n_heads, self.head_dim)
@@ -175,44 +183,49 @@ class MLSTMMixer(nn.Module):
         """h (B, H, T, d), o (B, T, D) -> (B, T, D)."""
         return self.out(torch.sigmoid(o) * self.norm(h.transpose(1, 2)))
 
-    def _mix(self, x: Tensor) -> tuple[Tensor, State]:
-        """x (B, T, D) -> output (B, T, D) and the state (C, n, m) after the last token."""
+    def _mix(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """x (B, T, D) -> output (B, T, D) and the state after the last token."""
         q, k, v, log_f, log_i, o = self._project(x)
         if self.kernel_path == "chunked":
             h, state = mlstm_chunked(q, k, v, log_f, log_i, self.chunk_size)
         else:
             h, state = mlstm_ref(q, k, v, log_f, log_i)
-        return self._output(h, o), state
+        return self._output(h, o), _as_dict(state)
 
     def forward(self, x: Tensor) -> Tensor:
         return self._mix(x)[0]
 
-    def prefill(self, x: Tensor) -> tuple[Tensor, State]:
+    def prefill(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Forward over x (B, T, D) in one parallel pass, plus the state that T `step` calls from
         `init_state` reach: the chunkwise form's scaled (C, n) and log scale m after the last
         chunk (from the same zero start as `init_state`)."""
         return self._mix(x)
 
-    def init_state(self, batch_size: int, *, device: torch.device, dtype: torch.dtype) -> State:
+    def init_state(
+        self, batch_size: int, *, device: torch.device, dtype: torch.dtype
+    ) -> dict[str, Tensor]:
         h, d = self.n_heads, self.head_dim
-        return (
+        return _as_dict((
             torch.zeros(batch_size, h, d, d, device=device, dtype=dtype),
             torch.zeros(batch_size, h, d, device=device, dtype=dtype),
             torch.zeros(batch_size, h, device=device, dtype=dtype),
-        )
+        ))
 
-    def step(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
+    def step(
+        self, x_t: Tensor, state: dict[str, Tensor]
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         q, k, v, log_f, log_i, o = self._project(x_t)
         first = (z[:, :, 0] for z in (q, k, v, log_f, log_i))
-        h, state = mlstm_step(*first, state)
-        return self._output(h[:, :, None], o), state  # (B, 1, D)
+        C, n, m = (state[key] for key in STATE_KEYS)
+        h, new = mlstm_step(*first, (C, n, m))
+        return self._output(h[:, :, None], o), _as_dict(new)  # (B, 1, D)
 
     def state_size(self, seq_len: int) -> int:
         return self.n_heads * (self.head_dim * self.head_dim + self.head_dim + 1)
 
 
 def _make(cfg: MLSTMConfig, d_model: int, layer_idx: int, n_layers: int) -> nn.Module:
-    return MLSTMMixer(d_model, cfg.n_heads, cfg.chunk_size, cfg.scan)
+    return MLSTMMixer(d_model, cfg.n_heads, cfg.chunk_size, cfg.impl)
 
 
 VARIANT = register(

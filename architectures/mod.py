@@ -105,7 +105,7 @@ class RoutedAttentionMixer(AttentionMixer):
         return KVCache.from_tokens(k=empty, v=empty, routed=routed)
 
     def step(self, x_t: Tensor, state: KVCache) -> tuple[Tensor, KVCache]:
-        t = state["pos"]  # position of this token
+        t = state.pos  # position of this token
         weight = self._weight(x_t)  # (B, 1)
         budget = math.floor(self.capacity * (t + 1))
         routed_t = (weight > 0.5) & (state["routed"].sum(-1) < budget)  # (B, 1)

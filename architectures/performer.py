@@ -3,8 +3,9 @@ estimate of the softmax kernel, phi(x) = exp(W x - |x|^2 / 2) / sqrt(m) on x sca
 d^(-1/4), so that E[phi(q) . phi(k)] = exp(q . k / sqrt(d)). The m x d matrix W has
 orthogonal rows with Gaussian norms (orthogonal random features), drawn once at build from the
 caller-seeded torch RNG and kept as a buffer, shared by the heads of a layer. Causal attention is
-then a running sum, computed chunk by chunk with the linear-attention kernels; decoding keeps an
-m x d matrix and an m-vector normaliser per head, constant in context length."""
+then a running sum, computed chunk by chunk with the linear-attention kernels (`impl`
+"reference": token by token); decoding keeps an m x d matrix and an m-vector normaliser per head,
+constant in context length."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ._common import Variant, integer, register
+from ._common import IMPLS, Variant, choice, integer, register
 from .linear_attention import LinearAttentionMixer
 from .transformer import check_heads
 
@@ -32,6 +33,7 @@ class PerformerConfig:
     n_heads: int = integer(4)  # head width d = d_model / n_heads
     n_features: int = integer(32)  # m random features; state m * (d + 1) per head
     chunk_size: int = integer(64)  # time steps per chunk of the parallel form (speed only)
+    impl: str = choice("fast", IMPLS)  # fast: the chunked form; reference: the recurrence
 
     def check(self, d_model: int) -> None:
         check_heads(d_model, self.n_heads)
@@ -68,8 +70,10 @@ class PerformerMixer(LinearAttentionMixer):
     """Multi-head FAVOR+ attention: linear attention whose feature map is positive random
     features; state {"kv": (B, H, m, d), "k_sum": (B, H, m)}."""
 
-    def __init__(self, d_model: int, n_heads: int, n_layers: int, n_features: int, chunk: int):
-        super().__init__(d_model, n_heads, chunk)
+    def __init__(
+        self, d_model: int, n_heads: int, n_layers: int, n_features: int, chunk: int, impl: str
+    ) -> None:
+        super().__init__(d_model, n_heads, chunk, impl)
         self.n_features = self.feature_dim = n_features
         self.register_buffer("features", orthogonal_gaussian(n_features, self.head_dim))
         # GPT-2 init, as the transformer baseline, output projection scaled by depth
@@ -85,7 +89,7 @@ class PerformerMixer(LinearAttentionMixer):
 
 
 def _make(cfg: PerformerConfig, d_model: int, layer_idx: int, n_layers: int) -> nn.Module:
-    return PerformerMixer(d_model, cfg.n_heads, n_layers, cfg.n_features, cfg.chunk_size)
+    return PerformerMixer(d_model, cfg.n_heads, n_layers, cfg.n_features, cfg.chunk_size, cfg.impl)
 
 
 VARIANT = register(

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ._common import Variant, choice, integer, register
+from ._common import IMPLS, Variant, choice, integer, register
 from ._decay_attention import (
     DecayAttentionMixer,
     check_head_split,
@@ -29,7 +29,7 @@ __all__ = ["VARIANT", "RetNetConfig", "RetentionMixer"]
 class RetNetConfig:
     n_heads: int = integer(4)  # head width d = d_model / n_heads; state d x d per head
     chunk_size: int = integer(64)  # time steps per chunk of the chunkwise form (speed only)
-    scan: str = choice("chunked", ("chunked", "reference"))  # chunkwise form or the recurrence
+    impl: str = choice("fast", IMPLS)  # fast: the chunked form; reference: the recurrence
 
     def check(self, d_model: int) -> None:
         check_head_split(d_model, self.n_heads)
@@ -41,12 +41,12 @@ def retention_decays(n_heads: int) -> Tensor:
 
 
 class RetentionMixer(DecayAttentionMixer):
-    """Multi-scale retention with GroupNorm and swish gate; state (B, H, d, d)."""
+    """Multi-scale retention with GroupNorm and swish gate; state {"kv": (B, H, d, d)}."""
 
     no_weight_decay = ()  # the decays gamma_h are fixed buffers, not parameters
 
-    def __init__(self, d_model: int, n_heads: int, chunk_size: int, scan: str) -> None:
-        super().__init__(d_model, n_heads, chunk_size, scan)
+    def __init__(self, d_model: int, n_heads: int, chunk_size: int, impl: str) -> None:
+        super().__init__(d_model, n_heads, chunk_size, impl)
         self.register_buffer("log_gamma", retention_decays(n_heads), persistent=False)
 
     def _project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
@@ -59,7 +59,7 @@ class RetentionMixer(DecayAttentionMixer):
 
 
 def _make(cfg: RetNetConfig, d_model: int, layer_idx: int, n_layers: int) -> nn.Module:
-    return RetentionMixer(d_model, cfg.n_heads, cfg.chunk_size, cfg.scan)
+    return RetentionMixer(d_model, cfg.n_heads, cfg.chunk_size, cfg.impl)
 
 
 VARIANT = register(

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._common import Variant, choice, integer, register
+from ._common import IMPLS, Variant, choice, integer, register
 from ._decay_attention import linear_carry, max_plus_carry
 
 __all__ = ["VARIANT", "RWKVConfig", "RWKVTimeMix", "wkv_chunked", "wkv_ref"]
@@ -34,7 +34,7 @@ class RWKVConfig:
     # time steps per chunk (speed only); the intra-chunk tensor is L x L x D per chunk, so small
     # chunks win: on CPU, L = 8 ran 2x faster than 16 and 8x faster than 64 at T = 16K, d_model 64
     chunk_size: int = integer(8)
-    scan: str = choice("chunked", ("chunked", "reference"))  # chunked WKV or the recurrence
+    impl: str = choice("fast", IMPLS)  # fast: the chunked WKV; reference: the recurrence
 
 
 def _empty_state(k: Tensor) -> State:
@@ -145,10 +145,11 @@ class RWKVTimeMix(nn.Module):
     no_weight_decay = ("time_decay", "time_first", "time_mix_k", "time_mix_v", "time_mix_r")
 
     def __init__(
-        self, d_model: int, layer_idx: int, n_layers: int, chunk_size: int, scan: str
+        self, d_model: int, layer_idx: int, n_layers: int, chunk_size: int, impl: str
     ) -> None:
         super().__init__()
-        self.d_model, self.chunk_size, self.kernel_path = d_model, chunk_size, scan
+        self.d_model, self.chunk_size = d_model, chunk_size
+        self.kernel_path = "chunked" if impl == "fast" else "sequential"
         self.key = nn.Linear(d_model, d_model, bias=False)
         self.value = nn.Linear(d_model, d_model, bias=False)
         self.receptance = nn.Linear(d_model, d_model, bias=False)
@@ -218,7 +219,7 @@ class RWKVTimeMix(nn.Module):
 
 
 def _make(cfg: RWKVConfig, d_model: int, layer_idx: int, n_layers: int) -> nn.Module:
-    return RWKVTimeMix(d_model, layer_idx, n_layers, cfg.chunk_size, cfg.scan)
+    return RWKVTimeMix(d_model, layer_idx, n_layers, cfg.chunk_size, cfg.impl)
 
 
 VARIANT = register(

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._common import ConfigError, Variant, choice, integer, register
+from ._common import IMPLS, ConfigError, Variant, choice, integer, register
 from ._fftconv import direct_conv_ref, fft_conv
 
 __all__ = ["VARIANT", "DiagonalSSM", "S4DConfig", "S4DMixer", "check_state"]
@@ -34,7 +34,7 @@ def check_state(d_state: int) -> None:
 class S4DConfig:
     d_state: int = integer(64)  # N reals per channel = N/2 complex modes; must be even
     init: str = choice("lin", ("lin", "inv"))  # S4D-Lin or S4D-Inv imaginary parts of A
-    conv: str = choice("fft", ("fft", "reference"))  # FFT convolution or direct convolution
+    impl: str = choice("fast", IMPLS)  # fast: FFT convolution; reference: direct convolution
 
     def check(self, d_model: int) -> None:
         check_state(self.d_state)
@@ -124,7 +124,8 @@ class DiagonalSSM(nn.Module):
 
 
 def long_conv(u: Tensor, k: Tensor, path: str) -> Tensor:
-    """Causal convolution of u (..., T) with k (..., T): by FFT or, for "reference", directly."""
+    """Causal convolution of u (..., T) with k (..., T): by FFT (path "fft") or directly
+    (path "direct")."""
     return fft_conv(u, k) if path == "fft" else direct_conv_ref(u, k)
 
 
@@ -141,10 +142,11 @@ class S4DMixer(nn.Module):
 
     no_weight_decay = ("D",)  # the skip; the SSM's dynamics are declared by DiagonalSSM
 
-    def __init__(self, d_model: int, d_state: int, init: str, conv: str) -> None:
+    def __init__(self, d_model: int, d_state: int, init: str, impl: str) -> None:
         super().__init__()
         check_state(d_state)
-        self.d_model, self.d_state, self.kernel_path = d_model, d_state, conv
+        self.d_model, self.d_state = d_model, d_state
+        self.kernel_path = "fft" if impl == "fast" else "direct"
         self.ssm = DiagonalSSM(d_model, d_state, init)
         self.D = nn.Parameter(torch.randn(d_model))
         self.out = nn.Linear(d_model, 2 * d_model)  # then GLU back to D
@@ -186,7 +188,7 @@ class S4DMixer(nn.Module):
 
 
 def _make(cfg: S4DConfig, d_model: int, layer_idx: int, n_layers: int) -> nn.Module:
-    return S4DMixer(d_model, cfg.d_state, cfg.init, cfg.conv)
+    return S4DMixer(d_model, cfg.d_state, cfg.init, cfg.impl)
 
 
 VARIANT = register(

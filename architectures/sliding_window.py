@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._common import Variant, choice, integer, register
+from ._common import IMPLS, Variant, choice, integer, register
 from ._kv import KVCache
 from .transformer import AttentionMixer, check_heads
 
@@ -34,7 +34,7 @@ __all__ = [
 class SlidingWindowConfig:
     n_heads: int = integer(4)  # head width = d_model / n_heads, must be even for RoPE
     window: int = integer(64)  # tokens each query sees, itself included
-    attention: str = choice("blocked", ("blocked", "reference"))  # which form forward runs
+    impl: str = choice("fast", IMPLS)  # fast: blocked band attention; reference: T x T mask
 
     def check(self, d_model: int) -> None:
         check_heads(d_model, self.n_heads)
@@ -104,13 +104,14 @@ class SlidingWindowMixer(AttentionMixer):
     """The transformer's attention (projections, RoPE, init) with a window on the keys.
 
     State: a `KVCache` with a window, whose "k", "v" are the rotated keys and values of the last
-    <= window tokens, (B, H, <= window, hd), and "pos" the position of the next token (RoPE needs
-    it once the cache stops growing).
+    <= window tokens, (B, H, <= window, hd), and `.pos` the position of the next token (RoPE needs
+    it once the cache stops growing). `impl` "fast" runs the blocked form (kernel path
+    "blocked"), "reference" full attention under a T x T band mask ("masked").
     """
 
-    def __init__(self, d_model: int, n_heads: int, n_layers: int, window: int, attention: str):
+    def __init__(self, d_model: int, n_heads: int, n_layers: int, window: int, impl: str):
         super().__init__(d_model, n_heads, n_layers)
-        self.window, self.kernel_path = window, attention
+        self.window, self.kernel_path = window, "blocked" if impl == "fast" else "masked"
 
     def _attend(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         q, k, v = self._qkv(x, 0)  # (B, H, T, hd)
@@ -130,7 +131,7 @@ class SlidingWindowMixer(AttentionMixer):
         return KVCache.from_tokens(k=empty, v=empty, window=self.window)
 
     def step(self, x_t: Tensor, state: KVCache) -> tuple[Tensor, KVCache]:
-        q, k, v = self._qkv(x_t, state["pos"])  # (B, H, 1, hd)
+        q, k, v = self._qkv(x_t, state.pos)  # (B, H, 1, hd)
         state = state.append(k=k, v=v)  # the last <= w tokens, this one included
         y = F.scaled_dot_product_attention(q, state["k"], state["v"])
         return self._merge(y), state
@@ -140,7 +141,7 @@ class SlidingWindowMixer(AttentionMixer):
 
 
 def _make(cfg: SlidingWindowConfig, d_model: int, layer_idx: int, n_layers: int) -> nn.Module:
-    return SlidingWindowMixer(d_model, cfg.n_heads, n_layers, cfg.window, cfg.attention)
+    return SlidingWindowMixer(d_model, cfg.n_heads, n_layers, cfg.window, cfg.impl)
 
 
 VARIANT = register(

@@ -2,7 +2,7 @@
 
 Run: `python -m pytest benchmarks/bench_prefill.py --benchmark-only` (not in `make test`).
 Cases are every registered variant at its defaults, plus, at T = 4096 only, each variant whose
-config has a choice with a "reference" option (mamba's `scan`, ...) run with the reference, so
+config has a choice with a "reference" option (the `impl` key) run with the reference, so
 fast and reference forms can be compared. Shapes are data; every model is built and every
 shape run once before anything is timed; float32, 2 threads, inference mode, B = 1,
 d_model 64, 2 layers. A case that cannot run a shape is skipped with the reason.

@@ -36,7 +36,8 @@ from sqlalchemy import func, insert, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness import db  # noqa: E402
+import tasks  # noqa: E402
+from harness import catalog, db  # noqa: E402
 
 ARCHS = ['block_state', 'gla', 'h3', 'hybrid', 'hyena', 'linear_attention', 'linformer',
          'looped', 'lstm', 'mamba', 'mamba2', 'masformer', 'mlstm', 'mod', 'moe', 'performer',
@@ -55,7 +56,7 @@ EFFICIENCY = {
 ACCURACY = ["mqar", "parity", "dyck", "flip_flop", "induction_heads", "listops",
             "selective_copy", "permutation"]
 SEEDS = [0, 1, 2]
-SHAPE = "v2"  # the generator's version: a cached database of another shape is made again
+SHAPE = "v3"  # the generator's version: a cached database of another shape is made again
 FINGERPRINTS = ["fp_cpu_a", "fp_cpu_b", "fp_gpu_c"]
 
 
@@ -177,6 +178,8 @@ def generate(path: Path, n_rows: int, seed: int = 0) -> None:
     if path.exists():
         path.unlink()
     engine = db.connect(str(path))
+    db.store_catalog(engine, [], [{**catalog.task_entry(n), "digest": "bench"}
+                                  for n in tasks.names()])  # what the tasks declare
     for fp in FINGERPRINTS:
         db.ensure_hardware(engine, fp, {"cpu_model": f"Bench CPU {fp}", "logical_cpus": 16,
                                         "torch": "2.x"})

@@ -76,7 +76,10 @@ def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
 
     cfg = build_config(task.config_cls, spec["task_config"], task.name)
     metrics = task.run(cfg, ctx)
-    outcome = {"status": "ok", "metrics": [m.to_dict() for m in metrics],
+    kernel_path = ctx.kernel_path  # the context saw the model built (on meta if in a child)
+    outcome = {"status": "ok",
+               "metrics": [{**m.to_dict(), "extra": {**m.extra, "kernel_path": kernel_path}}
+                           for m in metrics],
                "threads_used": torch.get_num_threads()}
     if spec.get("measure_peak"):  # the matmul peak this setting lacks, in this same process
 

@@ -1,11 +1,12 @@
-"""``archbench`` command line: parses arguments and calls named steps; owns the terminal.
+"""``archbench`` command line: parses arguments, calls :mod:`harness.api` and owns the terminal.
 
 Exit codes: 0 success; 1 ``run`` finished but some cell did not end ``ok``, ``unavailable`` or
 ``unsupported`` (``--allow-failures`` keeps 0); 2 bad input (one line naming the file or flag,
 the field and what is allowed); 130 interrupted (run the same command again to resume).
 
-Only ``run``, ``plan`` and ``list architectures|tasks`` load the registry (and so torch and any
-plugins); ``list suites``, ``site``, ``export`` and ``doctor``'s database check never do.
+Only ``run``, ``plan``, ``nightly`` and ``list architectures|tasks`` load the registries (and so
+torch and any plugins, on first use); ``list suites``, ``site``, ``export`` and ``doctor``'s
+database check never do.
 """
 
 from __future__ import annotations
@@ -20,43 +21,32 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import tasks
+from architectures.configs import ConfigError
+from architectures.registry import RegistryError
 from harness import (
+    api,
     catalog,
     claims,
     compare,
     db,
     dburl,
-    derive,
-    doctor,
-    export,
     nightly,
     outputs,
-    plan,
     plugins,
-    render,
     results,
     runner,
     suite,
 )
-from harness.merge import merge
 from harness.progress import Progress
-from harness.runner import pending_cells
-from harness.spawner import Spawner
-from tasks.instruments.hardware import fingerprint
 
-# (module, class) of every error that is the user's input, not a bug: one line, exit 2. Looked
-# up in sys.modules, so naming them costs no import (a module never imported raised nothing).
-USER_ERROR_CLASSES = (("harness.suite", "SuiteError"),
-                      ("architectures.configs", "ConfigError"),
-                      ("harness.plugins", "PluginError"),
-                      ("architectures.registry", "RegistryError"),
-                      ("harness.dburl", "DbUrlError"), ("harness.outputs", "OutputError"),
-                      ("harness.db", "SchemaError"), ("harness.nightly", "NightlyError"),
-                      ("harness.compare", "CompareError"), ("harness.claims", "ClaimError"))
+# every error that is the user's input, not a bug: one line, exit 2
+USER_ERRORS: tuple[type[Exception], ...] = (
+    suite.SuiteError, ConfigError, plugins.PluginError, RegistryError, dburl.DbUrlError,
+    outputs.OutputError, db.SchemaError, nightly.NightlyError, compare.CompareError,
+    claims.ClaimError)
 MAX_TIMEOUT_S = 7 * 24 * 3600.0
 NEEDS_REGISTRY = {"run", "plan", "nightly"}
-RERUN = ("changed", "none", "all")  # harness.runner.RERUN, named here without importing it
+RERUN = runner.RERUN
 
 
 class UsageError(ValueError):
@@ -66,11 +56,7 @@ class UsageError(ValueError):
 def is_user_error(err: BaseException) -> bool:
     if isinstance(err, UsageError):
         return True
-    for module, name in USER_ERROR_CLASSES:
-        cls = getattr(sys.modules.get(module), name, None)
-        if isinstance(cls, type) and isinstance(err, cls):
-            return True
-    return False
+    return isinstance(err, USER_ERRORS)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -80,16 +66,26 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--plugin", action="append", default=[], metavar="FILE.py",
                    help="load a user variant or task file (repeatable)")
     sub = p.add_subparsers(dest="command", required=True)
+    _run_parsers(sub)
+    _data_parsers(sub)
+    _report_parsers(sub)
+    return p
 
+
+def _setting_flags(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--suite", required=True, help="shipped suite name or path to YAML")
+    sp.add_argument("--device", help="override the suite's device (cpu, cuda, cuda:N)")
+    sp.add_argument("--dtype", help="override the suite's dtype")
+    sp.add_argument("--threads", type=int, help="override the suite's thread count")
+
+
+def _run_parsers(sub: Any) -> None:
     ls = sub.add_parser("list", help="list registered architectures or tasks")
     ls.add_argument("what", choices=["architectures", "tasks", "suites"])
     ls.add_argument("--json", action="store_true")
 
     rn = sub.add_parser("run", help="run a suite; re-running resumes")
-    rn.add_argument("--suite", required=True, help="shipped suite name or path to YAML")
-    rn.add_argument("--device", help="override the suite's device (cpu, cuda, cuda:N)")
-    rn.add_argument("--dtype", help="override the suite's dtype")
-    rn.add_argument("--threads", type=int, help="override the suite's thread count")
+    _setting_flags(rn)
     rn.add_argument("--timeout", type=float, help="override the per-cell timeout (s)")
     rn.add_argument("--no-progress", action="store_true", help="plain log lines, no bar")
     rn.add_argument("--jobs", type=int, default=1, metavar="N",
@@ -111,15 +107,14 @@ def parser() -> argparse.ArgumentParser:
                     "the suite's memory_limit, else 80%% of RAM over --jobs)")
 
     pl = sub.add_parser("plan", help="print a suite's cells, warnings and an ETA; runs nothing")
-    pl.add_argument("--suite", required=True, help="shipped suite name or path to YAML")
-    pl.add_argument("--device", help="override the suite's device (cpu, cuda, cuda:N)")
-    pl.add_argument("--dtype", help="override the suite's dtype")
-    pl.add_argument("--threads", type=int, help="override the suite's thread count")
+    _setting_flags(pl)
     pl.add_argument("--jobs", type=int, default=1, metavar="N",
                     help="accuracy cells run N at a time (divides their share of the ETA)")
     pl.add_argument("--rerun", choices=RERUN, default="changed",
                     help="what a run would measure again (as for run)")
 
+
+def _data_parsers(sub: Any) -> None:
     dbp = sub.add_parser("db", help="database schema: status, or upgrade with the migrations")
     dbp.add_argument("action", choices=["upgrade", "status"])
 
@@ -144,6 +139,8 @@ def parser() -> argparse.ArgumentParser:
     mg.add_argument("--into", required=True, metavar="DST",
                     help="destination database URL or path")
 
+
+def _report_parsers(sub: Any) -> None:
     nt = sub.add_parser("nightly", help="run the nightly suites, detect regressions against "
                         "history, write a report and publish the site (exit 0 clean, 1 "
                         "confirmed regression, 2 error)")
@@ -164,7 +161,6 @@ def parser() -> argparse.ArgumentParser:
     cl.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     sub.add_parser("doctor", help="what meters, devices, threads and database this machine has")
-    return p
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -179,9 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command in NEEDS_REGISTRY or getattr(args, "what", "") in ("architectures",
                                                                           "tasks"):
-            plugins.load_entry_points()  # installed plugins first, then --plugin files
-            for path in args.plugin:
-                plugins.load(path)
+            api.load_plugins(args.plugin)  # installed plugins first, then --plugin files
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
         print("archbench: interrupted", file=sys.stderr)
@@ -248,43 +242,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     url = db_url(args)
     memory_limit = parse_size(args.memory_limit, "--memory-limit") if args.memory_limit else None
 
-    # the cell server imports torch while this process loads and plans the suite
-    spawner = Spawner(tuple(str(Path(p).resolve()) for p in args.plugin))
-    try:
-        spawner.warm()
-        return _run(args, url, memory_limit, spawner)
-    finally:
-        spawner.close()
+    def warn(lines: list[str]) -> None:
+        for line in lines:
+            print(f"archbench: warning: {line}", file=sys.stderr)
 
-
-def _run(args: argparse.Namespace, url: str, memory_limit: int | None, spawner: Any) -> int:
-    s = suite.load(args.suite, device=args.device, dtype=args.dtype, threads=args.threads)
-    cells = plan.plan(s)
-    for line in plan.warnings(cells):
-        print(f"archbench: warning: {line}", file=sys.stderr)
-    if args.checkpoints:  # the cell processes inherit it
-        os.environ["ARCHBENCH_CHECKPOINTS"] = str(Path(args.checkpoints).resolve())
-    if memory_limit is None and getattr(s, "memory_limit", None):
-        memory_limit = int(s.memory_limit)
-    engine = db.connect(url)
-
-    headlines = {name: tasks.get(name).headline for name in s.tasks}
     with Progress(enabled=not args.no_progress) as progress:
-        report = runner.run(
-            cells, engine, suite_name=s.name, timeout_s=args.timeout or s.timeout_s,
-            plugins=tuple(str(Path(p).resolve()) for p in args.plugin), headlines=headlines,
+        summary = api.run_suite(
+            args.suite, db_url=url, device=args.device, dtype=args.dtype, threads=args.threads,
+            timeout_s=args.timeout, jobs=args.jobs, memory_limit=memory_limit,
+            rerun=args.rerun, plugin_paths=args.plugin, checkpoints=args.checkpoints,
             on_plan=progress.plan, on_start=progress.start, on_done=progress.done,
-            jobs=args.jobs, memory_limit=memory_limit, spawner=spawner, rerun=args.rerun,
-            config=suite.as_record(s),
-        )
+            on_warnings=warn)
+    return _report_run(args, summary)
 
-    derived = derive.refresh(engine, report.code_version, run_id=report.run_id)
+
+def _report_run(args: argparse.Namespace, summary: api.RunSummary) -> int:
+    report = summary.report
     counts = ", ".join(f"{k} {v}" for k, v in sorted(report.statuses.items())) or "nothing new"
     elsewhere = (f", {report.elsewhere} held or finished by another runner"
                  if report.elsewhere else "")
-    print(f"run {report.run_id}: {len(cells)} cells, {report.skipped} already done, {counts}"
-          f"{elsewhere}; {derived} derived figures; hardware {report.fingerprint}, code "
-          f"{report.code_version}; database {dburl.redact(url)}")
+    print(f"run {report.run_id}: {len(summary.cells)} cells, {report.skipped} already done, "
+          f"{counts}{elsewhere}; {summary.derived} derived figures; hardware "
+          f"{report.fingerprint}, code {report.code_version}; database "
+          f"{dburl.redact(summary.url)}")
     if report.abandoned_runs:
         print(f"archbench: {report.abandoned_runs} earlier run(s) had died and were marked "
               "abandoned; their unfinished cells were run again", file=sys.stderr)
@@ -303,66 +283,47 @@ def _run(args: argparse.Namespace, url: str, memory_limit: int | None, spawner: 
 def cmd_plan(args: argparse.Namespace) -> int:
     """The cells a run would measure (finished ones marked), the plan's warnings and an ETA."""
     _check_run_flags(args)
-    url = db_url(args)
-
-    s = suite.load(args.suite, device=args.device, dtype=args.dtype, threads=args.threads)
-    cells = plan.plan(s)
-    existing = not url.startswith("sqlite:///") or Path(url.removeprefix("sqlite:///")).is_file()
-    engine = db.connect(url) if existing else None  # a plan never creates a database
-    history = db.wall_times(engine) if engine is not None else {}
-    todo = cells
-    if engine is not None and cells:  # what `run` would measure with this --rerun
-        todo = pending_cells(engine, cells, fingerprint(cells[0].device).fingerprint,
-                             args.rerun)
-    waiting = {c.cell_id for c in todo}
-
-    for c in cells:
+    planned = api.plan_suite(args.suite, db_url=db_url(args), device=args.device,
+                             dtype=args.dtype, threads=args.threads, jobs=args.jobs,
+                             rerun=args.rerun)
+    waiting = {c.cell_id for c in planned.todo}
+    for c in planned.cells:
         mark = "todo" if c.cell_id in waiting else "done"
         print(f"{mark}  {c.cell_id}  {c.arch:<18} {c.task:<18} seed {c.seed}")
-    for line in plan.warnings(cells):
+    for line in planned.warnings:
         print(f"warning: {line}")
-    accuracy = [c for c in todo if tasks.get(c.task).kind == "accuracy"]
-    rest = [c for c in todo if tasks.get(c.task).kind != "accuracy"]
-    acc_s, known_a = plan.estimate(accuracy, history)
-    rest_s, known_r = plan.estimate(rest, history)
-    eta = acc_s / args.jobs + rest_s
-    print(f"{len(cells)} cells, {len(cells) - len(todo)} already done, {len(todo)} to run; "
-          f"ETA ~{eta / 60:.0f} min with --jobs {args.jobs} ({known_a + known_r} of {len(todo)} "
-          f"estimates from earlier runs, the rest guessed)")
+    n, todo = len(planned.cells), len(planned.todo)
+    print(f"{n} cells, {n - todo} already done, {todo} to run; ETA ~{planned.eta_s / 60:.0f} "
+          f"min with --jobs {args.jobs} ({planned.known} of {todo} estimates from earlier "
+          "runs, the rest guessed)")
     return 0
 
 
 def cmd_site(args: argparse.Namespace) -> int:
-    url = db_url(args)
-
-    outputs.check_site_out(Path(args.out), outputs.database_path_of(url))  # before any work
-    index = render.build(db.connect(url), Path(args.out))
+    index = api.build_site(Path(args.out), db_url=db_url(args))
     print(f"site written: {index.resolve().as_uri()}")
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     url = db_url(args)
-
-    outputs.check_file_out(Path(args.out), outputs.database_path_of(url))  # before any work
     if args.since:
         try:
             results.parse_since(args.since)
         except ValueError as err:
             raise UsageError(f"--since: {' '.join(str(err).split())}") from None
-    n = export.export(db.connect(url), Path(args.out), args.format, suite=args.suite,
-                      task=args.task, arch=args.arch, status=args.status, since=args.since)
+    n = api.export_results(Path(args.out), args.format, db_url=url, suite=args.suite,
+                           task=args.task, arch=args.arch, status=args.status,
+                           since=args.since)
     print(f"exported {n} rows to {args.out}")
     return 0
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    sources = [dburl.resolve(s) for s in args.sources]
-    into = dburl.resolve(args.into)
-    counts = merge(sources, into)
-    print(f"merged into {dburl.redact(into)}: {counts['results_added']} results added, "
-          f"{counts['results_skipped']} already present; {counts['runs_added']} runs, "
-          f"{counts['hardware_added']} machines added")
+    counts = api.merge_databases(args.sources, args.into)
+    print(f"merged into {dburl.redact(dburl.resolve(args.into))}: {counts['results_added']} "
+          f"results added, {counts['results_skipped']} already present; "
+          f"{counts['runs_added']} runs, {counts['hardware_added']} machines added")
     return 0
 
 
@@ -372,7 +333,7 @@ def cmd_db(args: argparse.Namespace) -> int:
         db.connect(url)  # raises the one-line SchemaError for an older or newer database
         print(f"{dburl.redact(url)}: schema {db.SCHEMA_VERSION} (current)")
         return 0
-    before, after = db.upgrade(url)
+    before, after = api.upgrade_db(url)
     if before is None:
         print(f"{dburl.redact(url)}: created at schema {after}")
     elif before == after:
@@ -383,9 +344,7 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 
 def cmd_nightly(args: argparse.Namespace) -> int:
-    cfg = nightly.load_config(args.config)  # a bad config: one line, exit 2, before any work
-    url = db_url(args)
-    report = nightly.run_nightly(cfg, url, tuple(str(Path(p).resolve()) for p in args.plugin))
+    report = api.run_nightly(args.config, db_url=db_url(args), plugin_paths=args.plugin)
     for change in report.changes:
         print(f"{change['change']}{'' if change['confirmed'] else ' (unconfirmed)'}: "
               f"{change['arch']} x {change['task']} {change['metric']} "
@@ -397,15 +356,15 @@ def cmd_nightly(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     url = db_url(args)
-    table = compare.compare(url, args.a, args.b, tasks=args.task, metrics=args.metric)
+    table = api.compare_runs(args.a, args.b, db_url=url, task_names=args.task,
+                             metrics=args.metric)
     print(json.dumps(table, indent=2, sort_keys=True, default=str) if args.json
           else compare.render(table))
     return 0
 
 
 def cmd_claims(args: argparse.Namespace) -> int:
-    found = claims.load(Path(args.file) if args.file else None)  # bad file: one line, exit 2
-    verdicts = claims.evaluate(db.connect(db_url(args)), found)
+    verdicts = api.check_claims(db_url=db_url(args), file=args.file)  # bad file: exit 2
     if args.json:
         print(json.dumps([{"id": v.claim.id, "machine": v.machine, "status": v.status,
                            "reason": v.reason, "evidence": v.evidence} for v in verdicts],
@@ -416,7 +375,7 @@ def cmd_claims(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    report: dict[str, Any] = doctor.report(args.db)
+    report: dict[str, Any] = api.machine_report(args.db)
     for section, rows in report.items():
         print(f"[{section}]")
         for row in rows:

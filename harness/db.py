@@ -63,7 +63,7 @@ from harness.values import INT_RANGE, MAX_PATHS, TRUNCATION_MARK, sanitize  # no
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4  # the alembic head is harness/migrations/versions/0004_*
+SCHEMA_VERSION = 5  # the alembic head is harness/migrations/versions/0005_*
 DEFAULT_DB = Path("results") / "archbench.db"
 DONE_STATUSES = ("ok", "unavailable", "unsupported")  # finished measurements; not re-run
 RUN_STATUSES = ("running", "finished", "interrupted", "abandoned", "failed")
@@ -251,6 +251,7 @@ class TaskRow(Base):
     needs_causal: Mapped[bool] = mapped_column(Boolean)
     doc: Mapped[str] = mapped_column(Text)
     first_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    sweep_key: Mapped[str | None] = mapped_column(String(100))  # what its length sweeps vary
 
 
 class MetricSpecRow(Base):
@@ -263,6 +264,8 @@ class MetricSpecRow(Base):
     unit: Mapped[str] = mapped_column(String(40))
     higher_is_better: Mapped[bool | None] = mapped_column(Boolean)
     doc: Mapped[str] = mapped_column(Text)
+    swept: Mapped[bool | None] = mapped_column(Boolean)  # fitted against the task's sweep key
+    role: Mapped[str | None] = mapped_column(String(40))  # its part in a derived figure
 
 
 class Nightly(Base):
@@ -332,7 +335,7 @@ def resolve_url(url: str | None = None) -> str:
 
 
 # alembic revisions, oldest first; schema N is REVISIONS[N-1]
-REVISIONS = ("0001", "0002", "0003", "0004")
+REVISIONS = ("0001", "0002", "0003", "0004", "0005")
 HEAD = REVISIONS[SCHEMA_VERSION - 1]
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -967,7 +970,8 @@ def catalog(engine: Engine) -> dict[str, dict[str, dict[str, Any]]]:
             entry = out["tasks"].get(row["task"])
             if entry is not None and entry["digest"] == row["task_digest"]:
                 entry.setdefault("metrics", []).append(
-                    {k: row[k] for k in ("name", "unit", "higher_is_better", "doc")})
+                    {k: row[k] for k in ("name", "unit", "higher_is_better", "doc", "swept",
+                                         "role")})
     for entry in out["tasks"].values():
         entry.setdefault("metrics", [])
     return out

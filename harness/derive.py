@@ -2,6 +2,11 @@
 
 A series is one (hardware, task, metric, architecture, task config without its length key);
 its points are the newest ``ok`` value at each length. Measured, not quoted from complexity.
+
+Which tasks and metrics take part is what the tasks declared, as stored in the database with
+the results (:class:`Declared`, read from ``db.catalog``): a task's ``sweep_key``, a metric's
+``swept`` flag, and the two roles whose product is the achieved FLOP/s. This module knows no
+task or metric by name.
 """
 
 from __future__ import annotations
@@ -9,6 +14,8 @@ from __future__ import annotations
 import logging
 import math
 from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Any
 
@@ -23,21 +30,52 @@ from tasks.instruments.stats import loglog_slope
 
 log = logging.getLogger(__name__)
 
-LENGTH_KEYS = ("seq_len", "context_len")  # the task config keys a sweep varies
-SWEPT_METRICS = ("latency_ms", "latency_vs_ref", "peak_memory_mib", "state_bytes_measured")
 MIN_POINTS = 3
+FLOP_ROLE = "forward_flop_per_token"  # x FLOP_ROLE's partner below = achieved FLOP/s
+SPEED_ROLE = "forward_tokens_per_s"
+ACHIEVED_KINDS = ("achieved_flops_per_s", "fraction_of_peak")
 
 
-def length_key(task_config: dict[str, Any]) -> str | None:
-    return next((k for k in LENGTH_KEYS if k in task_config), None)
+@dataclass(frozen=True)
+class Declared:
+    """What the stored tasks declare: each task's sweep key, the (task, metric) pairs fitted
+    against it, and the (task, metric) pairs of each role."""
+
+    sweep_keys: dict[str, str] = field(default_factory=dict)
+    swept: frozenset[tuple[str, str]] = frozenset()
+    roles: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
+
+    @classmethod
+    def from_entries(cls, tasks: Iterable[dict[str, Any]]) -> Declared:
+        """From catalog task entries (``harness.catalog.task_entry`` or ``db.catalog``)."""
+        keys, swept, roles = {}, set(), defaultdict(list)
+        for task in tasks:
+            if task.get("sweep_key"):
+                keys[task["name"]] = task["sweep_key"]
+            for m in task.get("metrics", ()):
+                if m.get("swept"):
+                    swept.add((task["name"], m["name"]))
+                if m.get("role"):
+                    roles[m["role"]].append((task["name"], m["name"]))
+        return cls(keys, frozenset(swept), {r: tuple(sorted(p)) for r, p in roles.items()})
+
+    def inputs(self, *roles: str) -> tuple[tuple[str, str], ...]:
+        return tuple(pair for role in roles for pair in self.roles.get(role, ()))
 
 
-def sweep_series(rows: list[dict[str, Any]]) -> dict[tuple, dict[str, dict[int, float]]]:
+def declared(engine: Engine) -> Declared:
+    """The declarations of the newest stored version of every task."""
+    return Declared.from_entries(db.catalog(engine)["tasks"].values())
+
+
+def sweep_series(rows: list[dict[str, Any]], decl: Declared
+                 ) -> dict[tuple, dict[str, dict[int, float]]]:
     """(fingerprint, task, metric, series id) -> arch -> {length: newest ok value}."""
     out: dict[tuple, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
     for row in rows:  # oldest first, so newer values overwrite
-        key = length_key(row["task_config"])
-        if row["status"] != "ok" or row["metric"] not in SWEPT_METRICS or key is None:
+        key = decl.sweep_keys.get(row["task"])
+        if (row["status"] != "ok" or (row["task"], row["metric"]) not in decl.swept
+                or key not in row["task_config"]):
             continue
         rest = {k: v for k, v in row["task_config"].items() if k != key}
         series = canonical_hash({"task_config": rest, "key": key, "device": row["device"],
@@ -60,10 +98,11 @@ def crossover(a: dict[int, float], b: dict[int, float]) -> float | None:
     return None
 
 
-def compute(rows: list[dict[str, Any]], code_version: str) -> dict[str, list[dict[str, Any]]]:
+def compute(rows: list[dict[str, Any]], code_version: str, decl: Declared
+            ) -> dict[str, list[dict[str, Any]]]:
     """Per fingerprint: scaling exponents per variant and crossovers per pair of variants."""
     out: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for (fp, task, metric, series, key), by_arch in sorted(sweep_series(rows).items()):
+    for (fp, task, metric, series, key), by_arch in sorted(sweep_series(rows, decl).items()):
         base = {"task": task, "metric": metric, "series": series, "code_version": code_version}
         fits = {a: pts for a, pts in sorted(by_arch.items()) if len(pts) >= MIN_POINTS}
         for arch, pts in fits.items():
@@ -137,11 +176,13 @@ def training_facts(extras: list[dict[str, Any]]) -> dict[str, Any]:
     return facts
 
 
-def _newest(rows: list[dict[str, Any]], task: str, metric: str) -> dict[tuple, dict]:
-    """Newest ok row per (fp, arch, arch config, seq_len, batch, device, dtype, threads)."""
+def _newest(rows: list[dict[str, Any]], pairs: tuple[tuple[str, str], ...]
+            ) -> dict[tuple, dict]:
+    """Newest ok row of the (task, metric) ``pairs`` per (fp, arch, arch config, seq_len,
+    batch, device, dtype, threads)."""
     out = {}
     for r in rows:
-        if r["task"] == task and r["metric"] == metric and r["status"] == "ok":
+        if (r["task"], r["metric"]) in pairs and r["status"] == "ok":
             cfg = r["task_config"]
             out[(r["hardware_fingerprint"], r["arch"], canonical_hash(r["arch_config"]),
                  cfg.get("seq_len"), cfg.get("batch_size"), r["device"], r["dtype"],
@@ -149,24 +190,25 @@ def _newest(rows: list[dict[str, Any]], task: str, metric: str) -> dict[tuple, d
     return out
 
 
-def achieved(rows: list[dict[str, Any]], peaks: dict[tuple, float],
-             code_version: str) -> dict[str, list[dict[str, Any]]]:
-    """FLOP/s reached in prefill: counted FLOP/token x measured tokens/s, and its fraction of
-    the same setting's measured matmul peak."""
-    flops = _newest(rows, "flops", "forward_flops_per_token")
-    speed = _newest(rows, "prefill_latency", "tokens_per_s")
+def achieved(rows: list[dict[str, Any]], peaks: dict[tuple, float], code_version: str,
+             decl: Declared) -> dict[str, list[dict[str, Any]]]:
+    """FLOP/s reached in a forward pass: counted FLOP/token (the metric declaring
+    ``FLOP_ROLE``) x measured tokens/s (``SPEED_ROLE``) at the same shape, and its fraction of
+    the same setting's measured matmul peak; stored under the task that measured the speed."""
+    flops = _newest(rows, decl.inputs(FLOP_ROLE))
+    speed = _newest(rows, decl.inputs(SPEED_ROLE))
     out: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for key in sorted(set(flops) & set(speed), key=str):
         fp, arch, _, seq_len, batch, device, dtype, threads = key
         value = flops[key]["value"] * speed[key]["value"]
-        base = {"task": "prefill_latency", "metric": "achieved_flops_per_s",
+        base = {"task": speed[key]["task"], "metric": "achieved_flops_per_s",
                 "series": canonical_hash({"seq_len": seq_len, "batch_size": batch}),
                 "arch": arch, "other_arch": None, "code_version": code_version,
                 "points": {"seq_len": seq_len, "batch_size": batch, "device": device,
                            "dtype": dtype, "threads": threads}}
         out[fp].append({**base, "kind": "achieved_flops_per_s", "value": value,
-                        "unit": "FLOP/s", "method": "flops task FLOP/token x prefill "
-                        "median tokens/s at the same shape"})
+                        "unit": "FLOP/s", "method": f"{flops[key]['task']} FLOP/token x "
+                        f"{speed[key]['task']} median tokens/s at the same shape"})
         peak = peaks.get((fp, device, dtype, threads))
         if peak:
             out[fp].append({**base, "kind": "fraction_of_peak", "value": value / peak,
@@ -175,18 +217,16 @@ def achieved(rows: list[dict[str, Any]], peaks: dict[tuple, float],
     return out
 
 
-ACHIEVED_INPUTS = (("flops", "forward_flops_per_token"), ("prefill_latency", "tokens_per_s"))
-ACHIEVED_KINDS = ("achieved_flops_per_s", "fraction_of_peak")
-
-
 def _figures(engine: Engine, code_version: str, pairs: set[tuple[str, str]] | None,
              fps: set[str] | None) -> dict[str, list[dict[str, Any]]]:
     """Derived figures of the sweeps and seed means of ``pairs`` ((fingerprint, task); every
     one for None) and the achieved FLOP/s of ``fps`` (every one for None), per fingerprint in
     the order a full recompute lists them. Reads only the rows and columns these need."""
-    computed = compute(queries.sweep_rows(engine, SWEPT_METRICS, pairs=pairs), code_version)
-    achieved_rows = queries.shape_rows(engine, ACHIEVED_INPUTS, fps)
-    for extra_rows in (achieved(achieved_rows, db.peaks(engine), code_version),
+    decl = declared(engine)
+    computed = compute(queries.sweep_rows(engine, sorted(decl.swept), pairs=pairs), code_version,
+                       decl)
+    achieved_rows = queries.shape_rows(engine, decl.inputs(FLOP_ROLE, SPEED_ROLE), fps)
+    for extra_rows in (achieved(achieved_rows, db.peaks(engine), code_version, decl),
                        seed_means(queries.seed_rows(engine, pairs), code_version)):
         for fp, extra in extra_rows.items():
             computed.setdefault(fp, []).extend(extra)

@@ -105,13 +105,17 @@ SWEEP_COLUMNS = ("id", "hardware_fingerprint", "task", "metric", "arch", "task_c
                  "device", "dtype", "threads", "status", "value")
 
 
-def sweep_rows(engine: Engine, metrics: Sequence[str], columns: Sequence[str] = SWEEP_COLUMNS,
+def sweep_rows(engine: Engine, wanted: Sequence[tuple[str, str]],
+               columns: Sequence[str] = SWEEP_COLUMNS,
                pairs: Iterable[tuple[str, str]] | None = None) -> list[dict[str, Any]]:
-    """Candidate points of sequence-length sweeps: the newest ``ok`` row of ``metrics`` per
-    (hardware, task, metric, architecture, task config, device, dtype, threads), oldest first;
-    only of the (fingerprint, task) ``pairs`` when given. ``derive.sweep_series`` of these
-    equals ``sweep_series`` of every row."""
-    where = [R.c.status == "ok", R.c.metric.in_(list(metrics)), *pairs_clause(pairs)]
+    """Candidate points of sequence-length sweeps: the newest ``ok`` row of each (task,
+    metric) in ``wanted`` per (hardware, task, metric, architecture, task config, device,
+    dtype, threads), oldest first; only of the (fingerprint, task) ``pairs`` when given.
+    ``derive.sweep_series`` of these equals ``sweep_series`` of every row."""
+    if not wanted:
+        return []
+    where = [R.c.status == "ok", or_(*(and_(R.c.task == t, R.c.metric == m) for t, m in wanted)),
+             *pairs_clause(pairs)]
     return newest_rows(engine, SWEEP_KEY, columns, *where)
 
 
@@ -136,6 +140,8 @@ def shape_rows(engine: Engine, wanted: Sequence[tuple[str, str]],
                fingerprints: Iterable[str] | None = None) -> list[dict[str, Any]]:
     """Newest ``ok`` row of each (task, metric) in ``wanted`` per architecture, its config and
     shape (what ``derive.achieved`` pairs up), oldest first; of ``fingerprints`` if given."""
+    if not wanted:
+        return []
     where = [R.c.status == "ok",
              or_(*(and_(R.c.task == t, R.c.metric == m) for t, m in wanted))]
     if fingerprints is not None:

@@ -82,7 +82,7 @@ def imports(module: str) -> tuple[str, ...]:
             else:
                 target = node.module or ""
             found.add(target)
-            for alias in node.names:  # `from harness import checkpoints` names a module
+            for alias in node.names:  # `from tasks.instruments import checkpoints` names a module
                 if _is_module(f"{target}.{alias.name}"):
                     found.add(f"{target}.{alias.name}")
     return tuple(sorted(name for name in found if name.split(".")[0] in PROJECT))

@@ -8,12 +8,23 @@ Every metric carries the same ``extra`` keys about how the samples were taken
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tasks.base import Metric, MetricSpec
 from tasks.instruments.stats import paired_ratios, quantile, summarize
-from tasks.instruments.timing import CI_TARGET, MAX_ATTEMPTS, MAX_SAMPLES, PROCESSES
+from tasks.instruments.timing import (
+    CI_TARGET,
+    MAX_ATTEMPTS,
+    MAX_SAMPLES,
+    PROCESSES,
+    Timing,
+    time_fn,
+)
+
+if TYPE_CHECKING:
+    from tasks.instruments.context import CellContext
 
 MS = 1e3
 
@@ -68,9 +79,8 @@ def latency_metrics(
     )
     rate = [tokens_per_call / (s / MS) for s in samples_ms]
     rate_summ = summarize(rate)
-    throughput = Metric(
-        name="tokens_per_s", unit="tokens/s", value=rate_summ.median, higher_is_better=True,
-        method=f"{tokens_per_call} tokens / per-call latency; " + timing.method,
+    throughput = TOKENS_PER_S.metric(
+        rate_summ.median, method=f"{tokens_per_call} tokens / per-call latency; " + timing.method,
         n_samples=rate_summ.n, spread=rate_summ.iqr, spread_kind="iqr",
         summary=rate_summ.to_dict(), extra=info,
     )
@@ -82,16 +92,14 @@ def vs_reference_metric(timing: Any, info: dict[str, Any]) -> Metric:
     ``unavailable`` (with the reason) when no reference was timed."""
     ref_s = list(getattr(timing, "ref_samples_s", ()) or ())
     if not ref_s:
-        return Metric(name=LATENCY_VS_REF.name, unit=LATENCY_VS_REF.unit, value=None,
-                      higher_is_better=False, status="unavailable",
-                      error="no reference workload was timed (time_fn reference=None)",
-                      extra=info)
+        return LATENCY_VS_REF.metric(
+            None, status="unavailable",
+            error="no reference workload was timed (time_fn reference=None)", extra=info)
     ratios = paired_ratios(timing.samples_s, ref_s)
     summ = summarize(ratios)
     value = quantile(timing.samples_s, 0.5) / quantile(ref_s, 0.5)
-    return Metric(
-        name=LATENCY_VS_REF.name, unit=LATENCY_VS_REF.unit, value=value,
-        higher_is_better=False, method=VS_REF_METHOD.format(ref=info.get("ref_method")),
+    return LATENCY_VS_REF.metric(
+        value, method=VS_REF_METHOD.format(ref=info.get("ref_method")),
         n_samples=summ.n, spread=summ.iqr, spread_kind="iqr", summary=summ.to_dict(),
         samples=ratios,
         extra={**info, "noisy": summ.noisy, "ref_samples_ms": [s * MS for s in ref_s]},
@@ -99,13 +107,32 @@ def vs_reference_metric(timing: Any, info: dict[str, Any]) -> Metric:
 
 
 @dataclass(frozen=True)
-class TimedConfig:
-    """The sampling keys every timed task's config shares (``tasks.instruments.timing``)."""
+class TimingConfig:
+    """The timing settings of every timed task's config (``tasks.instruments.timing``).
+
+    The fields here share their defaults. A subclass declares its own fields, then its
+    sampling budget with its own defaults: ``n_samples`` (timed samples, each the mean of
+    calibrated iterations), ``warmup``, ``min_sample_s`` (one sample lasts at least this long)
+    and ``max_total_s`` (stop sampling after this much timing). Those stay in the subclass
+    because a resolved config's keys, in ``dataclasses.asdict`` order, are hashed into a
+    cell's id: fields declared here come first.
+    """
 
     ci_target: float = CI_TARGET  # sample until the median's 95% CI is within this; 0: off
     max_samples: int = MAX_SAMPLES  # adaptive sampling stops here at the latest
     max_attempts: int = MAX_ATTEMPTS  # 1: never re-measure a contended measurement
     processes: int = PROCESSES  # fresh processes measured one after another, samples pooled
+
+    def validate(self) -> None:
+        check_timing(self)
+
+    def time(self, fn: Callable[[], object], ctx: CellContext) -> Timing:
+        """``fn`` timed with these settings on the cell's device (:func:`time_fn`)."""
+        cfg: Any = self  # the sampling budget is declared by the subclass (see above)
+        return time_fn(fn, sync=ctx.sync, warmup=cfg.warmup, min_sample_s=cfg.min_sample_s,
+                       n_samples=cfg.n_samples, max_total_s=cfg.max_total_s,
+                       ci_target=cfg.ci_target, max_samples=cfg.max_samples,
+                       max_attempts=cfg.max_attempts, device=ctx.device)
 
 
 def check_timing(cfg: Any) -> None:

@@ -75,6 +75,12 @@ class MetricSpec:
     higher_is_better: bool | None
     doc: str = ""
 
+    def metric(self, value: float | None, **fields: Any) -> Metric:
+        """A row of this metric: name, unit and direction from the spec, the rest (method,
+        extra, status, ...) as :class:`Metric` takes them."""
+        return Metric(name=self.name, unit=self.unit, value=value,
+                      higher_is_better=self.higher_is_better, **fields)
+
 
 @dataclass(frozen=True)
 class Task:

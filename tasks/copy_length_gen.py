@@ -45,7 +45,7 @@ from tasks.instruments.context import CellContext
 
 Data = _seqtask.Data
 
-VERSION = 1
+NAME, VERSION = "copy_length_gen", 1
 MIN_LEN = 1
 LEARNED_IN_RANGE = 0.9  # in-range accuracy from which the model counts as having learned to copy
 FLOOR_SYMBOL = 0  # the floor's answer at every symbol position (all symbols are equally likely)
@@ -147,7 +147,7 @@ def splits(cfg: Config, seed: int) -> tuple[Data, Data, Data, Data]:
     stream and are longer than every training string, so disjoint from all three.
     """
     train, val, test_in = _seqtask.disjoint_splits(
-        generate, cfg, seed, name="copy_length_gen", with_val=True,
+        generate, cfg, seed, name=NAME, with_val=True,
         hint="raise n_symbols or min_len so the task has enough distinct strings")
     rng = np.random.default_rng((_seqtask.stream(seed, 1), 1))
     test_long = draw(cfg, rng, cfg.test_size, cfg.train_max_len + 1, cfg.test_max_len)
@@ -180,7 +180,7 @@ def _headline_method(method: str, acc_in: float) -> str:
 
 def run(cfg: Config, ctx: CellContext) -> list[Metric]:
     (train_set, val_set, test_in, test_long), data_hash = _seqtask.cached(
-        "copy_length_gen", VERSION, cfg, ctx.seed, lambda: splits(cfg, ctx.seed))
+        NAME, VERSION, cfg, ctx.seed, lambda: splits(cfg, ctx.seed))
     model, lr, result, grid = _seqtask.fit(
         lambda: ctx.build_model(vocab_size=cfg.vocab_size), train_set, val_set, ctx, cfg,
         pad=cfg.pad)
@@ -193,7 +193,7 @@ def run(cfg: Config, ctx: CellContext) -> list[Metric]:
     }
     if cfg.save_checkpoint:
         more["checkpoint"] = _seqtask.save_checkpoint(
-            model, ctx, "copy_length_gen", {"lr": lr, "accuracy": acc_long})
+            model, ctx, NAME, {"lr": lr, "accuracy": acc_long})
     learned = acc_in >= LEARNED_IN_RANGE
     what = (f"copy positions (incl. EOS; string lengths {cfg.train_max_len + 1}.."
             f"{cfg.test_max_len}, longer than any trained on)")
@@ -216,6 +216,6 @@ def run(cfg: Config, ctx: CellContext) -> list[Metric]:
 
 
 TASK = tasks.register(Task(
-    name="copy_length_gen", kind="accuracy", version=VERSION, config_cls=Config, run=run,
+    name=NAME, kind="accuracy", version=VERSION, config_cls=Config, run=run,
     headline="accuracy", doc=__doc__ or "", metrics=METRICS,
 ))

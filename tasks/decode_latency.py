@@ -15,12 +15,12 @@ import torch
 
 import tasks
 from architectures import state_numel
-from tasks._timed import LATENCY_SPECS, TimedConfig, check_timing, latency_metrics
+from tasks._timed import LATENCY_SPECS, TimingConfig, latency_metrics
 from tasks.base import Metric, MetricSpec, Task
 from tasks.instruments.context import CellContext
-from tasks.instruments.timing import in_processes, pooled, time_fn
+from tasks.instruments.timing import in_processes, pooled
 
-STATE_SPECS = (
+STATE_SPECS = MEASURED, ANALYTIC = (
     MetricSpec("state_bytes_measured", "bytes", False,
                "elements of the decode-state tensors after prefilling L tokens x element size"),
     MetricSpec("state_bytes_analytic", "bytes", False,
@@ -29,7 +29,7 @@ STATE_SPECS = (
 
 
 @dataclass(frozen=True)
-class Config(TimedConfig):
+class Config(TimingConfig):
     context_len: int = 256  # L: tokens in the state every timed step decodes against
     batch_size: int = 1
     n_samples: int = 15
@@ -41,7 +41,7 @@ class Config(TimedConfig):
     def validate(self) -> None:
         if self.context_len < 0 or self.batch_size < 1 or self.n_samples < 1:
             raise ValueError("context_len must be >= 0, batch_size and n_samples >= 1")
-        check_timing(self)
+        super().validate()
 
 
 def run(cfg: Config, ctx: CellContext) -> list[Metric]:
@@ -56,14 +56,9 @@ def run(cfg: Config, ctx: CellContext) -> list[Metric]:
             def one_step() -> None:
                 model.step(next_tok, state)  # from the state at L every call; the new dropped
 
-            timing = time_fn(
-                one_step, sync=ctx.sync, warmup=cfg.warmup, min_sample_s=cfg.min_sample_s,
-                n_samples=cfg.n_samples, max_total_s=cfg.max_total_s, ci_target=cfg.ci_target,
-                max_samples=cfg.max_samples, max_attempts=cfg.max_attempts, device=ctx.device,
-            )
+            timing = cfg.time(one_step, ctx)
         element = next(model.parameters()).element_size()
-        return timing, {"kernel_path": model.kernel_path,
-                        "measured": state_numel(state) * cfg.batch_size * element,
+        return timing, {"measured": state_numel(state) * cfg.batch_size * element,
                         "analytic": model.state_bytes(cfg.context_len, cfg.batch_size)}
 
     results = in_processes(cfg.processes, measure)
@@ -71,8 +66,7 @@ def run(cfg: Config, ctx: CellContext) -> list[Metric]:
     extra = {
         "checkpoint": ctx.checkpoint_path(cfg.checkpoint),
         "batch_size": cfg.batch_size, "context_len": cfg.context_len,
-        "kernel_path": facts["kernel_path"], "context_build": "prefill",
-        "processes": len(results),
+        "context_build": "prefill", "processes": len(results),
     }
     return [*latency_metrics(pooled([t for t, _ in results]), cfg.batch_size, extra),
             *state_metrics(facts["measured"], facts["analytic"], extra)]
@@ -82,12 +76,10 @@ def state_metrics(measured: int, analytic: int, extra: dict[str, Any]) -> list[M
     """Decode-state bytes at L: counted from the state tensors, and the analytic figure."""
     info = {**extra, "reconciled": measured == analytic}
     return [
-        Metric(name="state_bytes_measured", unit="bytes", value=float(measured),
-               higher_is_better=False, extra=info,
-               method="elements of the state tensors after prefilling L tokens x element size"),
-        Metric(name="state_bytes_analytic", unit="bytes", value=float(analytic),
-               higher_is_better=False, extra=info,
-               method="analytic: the variant's state_size(L) x batch x element size"),
+        MEASURED.metric(float(measured), extra=info, method=(
+            "elements of the state tensors after prefilling L tokens x element size")),
+        ANALYTIC.metric(float(analytic), extra=info,
+                        method="analytic: the variant's state_size(L) x batch x element size"),
     ]
 
 

@@ -32,10 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-import tasks
 from tasks import _seqtask
-from tasks.base import Metric, Task
-from tasks.instruments.context import CellContext
 
 # tokens: opens 0..k-1, the matching closes k..2k-1, then EMPTY (a target class, never an input)
 
@@ -131,16 +128,14 @@ def floor(cfg: Config, test_set: _seqtask.Data) -> tuple[float, str]:
             "the current token alone (its most frequent answer)")
 
 
-def run(cfg: Config, ctx: CellContext) -> list[Metric]:
-    return _seqtask.run_task(
-        cfg, ctx, generate, version=VERSION,
-        name="dyck", vocab_size=cfg.vocab_size, seq_len=cfg.seq_len,
-        what="positions",
+def problem(cfg: Config) -> _seqtask.Problem:
+    """What the protocol (:func:`_seqtask.run_task`) needs of this task for ``cfg``."""
+    return _seqtask.Problem(
+        generate, cfg.vocab_size, cfg.seq_len, what="positions",
         hint="raise length or n_types so the task has enough distinct sequences",
         chance=chance(cfg), floor=lambda t: floor(cfg, t))
 
 
-TASK = tasks.register(Task(
-    name="dyck", kind="accuracy", version=VERSION, config_cls=Config, run=run,
-    headline="accuracy", doc=__doc__ or "", metrics=_seqtask.METRICS,
-))
+TASK = _seqtask.register_generated(
+    "dyck", version=VERSION, config_cls=Config, problem=problem, doc=__doc__ or "")
+run = TASK.run

@@ -45,7 +45,7 @@ def run(cfg: Config, ctx: CellContext) -> list[Metric]:
         m = measure_energy(lambda: model(tokens), meter, min_window_s=cfg.min_window_s,
                            sync=ctx.sync)
     n_tokens = m.iterations * cfg.batch_size * cfg.seq_len
-    info = {**extra, "kernel_path": model.kernel_path, "window_s": m.window_s,
+    info = {**extra, "window_s": m.window_s,
             "iterations": m.iterations, "gross_j": m.gross_joules,
             "baseline_j": m.baseline_joules,
             "baseline_window_s": m.baseline_window_s, "meter_samples": m.samples,

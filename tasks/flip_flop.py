@@ -26,10 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-import tasks
 from tasks import _seqtask
-from tasks.base import Metric, Task
-from tasks.instruments.context import CellContext
 
 WRITE, IGNORE, READ = 2, 3, 4  # bits are tokens 0 and 1
 
@@ -107,16 +104,14 @@ def floor(cfg: Config, data: _seqtask.Data) -> tuple[float, str]:
     return float((guess[scored] == targets[scored]).mean()), FLOOR
 
 
-def run(cfg: Config, ctx: CellContext) -> list[Metric]:
-    return _seqtask.run_task(
-        cfg, ctx, generate, version=VERSION,
-        name="flip_flop", vocab_size=cfg.vocab_size, seq_len=cfg.seq_len,
-        what="read positions after an ignore", chance=chance(cfg),
-        floor=lambda t: floor(cfg, t),
-        hint="raise n_instr so the task has enough distinct sequences")
+def problem(cfg: Config) -> _seqtask.Problem:
+    """What the protocol (:func:`_seqtask.run_task`) needs of this task for ``cfg``."""
+    return _seqtask.Problem(
+        generate, cfg.vocab_size, cfg.seq_len, what="read positions after an ignore",
+        hint="raise n_instr so the task has enough distinct sequences", chance=chance(cfg),
+        floor=lambda t: floor(cfg, t))
 
 
-TASK = tasks.register(Task(
-    name="flip_flop", kind="accuracy", version=VERSION, config_cls=Config, run=run,
-    headline="accuracy", doc=__doc__ or "", metrics=_seqtask.METRICS,
-))
+TASK = _seqtask.register_generated(
+    "flip_flop", version=VERSION, config_cls=Config, problem=problem, doc=__doc__ or "")
+run = TASK.run

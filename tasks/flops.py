@@ -126,7 +126,7 @@ def run(cfg: Config, ctx: CellContext) -> list[Metric]:
     fwd, fwd_ops = forward_flops(model, tokens)
     train, train_ops = train_flops(model.train(), tokens, targets)
     extra = {"batch_size": cfg.batch_size, "seq_len": cfg.seq_len,
-             "kernel_path": model.kernel_path, "checkpoint": ctx.checkpoint_path(cfg.checkpoint)}
+             "checkpoint": ctx.checkpoint_path(cfg.checkpoint)}
     return [
         Metric(name="forward_flops_per_token", unit="FLOP/token", value=fwd / n_tokens,
                higher_is_better=False, method=METHOD.format(what="forward"),

@@ -31,10 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-import tasks
 from tasks import _seqtask
-from tasks.base import Metric, Task
-from tasks.instruments.context import CellContext
 
 VERSION = 2  # 2: only unseen x scored, p 11 and 8 examples; chance and floor on the row
 
@@ -128,16 +125,15 @@ def floor(cfg: Config, data: _seqtask.Data) -> tuple[float, str]:
     return float(expected[t != -100].mean()), FLOOR
 
 
-def run(cfg: Config, ctx: CellContext) -> list[Metric]:
-    return _seqtask.run_task(
-        cfg, ctx, generate, version=VERSION,
-        name="icl_regression", vocab_size=cfg.vocab_size, seq_len=cfg.seq_len,
+def problem(cfg: Config) -> _seqtask.Problem:
+    """What the protocol (:func:`_seqtask.run_task`) needs of this task for ``cfg``."""
+    return _seqtask.Problem(
+        generate, cfg.vocab_size, cfg.seq_len,
         what=f"unseen-x query positions (examples {cfg.skip + 1}..{cfg.n_examples})",
-        chance=chance(cfg), floor=lambda t: floor(cfg, t),
-        hint="raise n_examples or p so the task has enough distinct sequences")
+        hint="raise n_examples or p so the task has enough distinct sequences", chance=chance(cfg),
+        floor=lambda t: floor(cfg, t))
 
 
-TASK = tasks.register(Task(
-    name="icl_regression", kind="accuracy", version=VERSION, config_cls=Config, run=run,
-    headline="accuracy", doc=__doc__ or "", metrics=_seqtask.METRICS,
-))
+TASK = _seqtask.register_generated(
+    "icl_regression", version=VERSION, config_cls=Config, problem=problem, doc=__doc__ or "")
+run = TASK.run

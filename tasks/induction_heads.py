@@ -18,10 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-import tasks
 from tasks import _seqtask
-from tasks.base import Metric, Task
-from tasks.instruments.context import CellContext
 
 VERSION = 3  # 3: chance and trivial-strategy floor on the accuracy row
 
@@ -83,16 +80,14 @@ def floor(cfg: Config, data: _seqtask.Data) -> tuple[float, str]:
     return float((guess[scored] == targets[scored]).mean()), FLOOR
 
 
-def run(cfg: Config, ctx: CellContext) -> list[Metric]:
-    return _seqtask.run_task(
-        cfg, ctx, generate, version=VERSION,
-        name="induction_heads", vocab_size=cfg.vocab_size,
-        seq_len=cfg.seq_len, what="final (trigger) positions",
-        chance=chance(cfg), floor=lambda t: floor(cfg, t),
-        hint="raise seq_len or n_symbols so the task has enough distinct sequences")
+def problem(cfg: Config) -> _seqtask.Problem:
+    """What the protocol (:func:`_seqtask.run_task`) needs of this task for ``cfg``."""
+    return _seqtask.Problem(
+        generate, cfg.vocab_size, cfg.seq_len, what="final (trigger) positions",
+        hint="raise seq_len or n_symbols so the task has enough distinct sequences",
+        chance=chance(cfg), floor=lambda t: floor(cfg, t))
 
 
-TASK = tasks.register(Task(
-    name="induction_heads", kind="accuracy", version=VERSION, config_cls=Config, run=run,
-    headline="accuracy", doc=__doc__ or "", metrics=_seqtask.METRICS,
-))
+TASK = _seqtask.register_generated(
+    "induction_heads", version=VERSION, config_cls=Config, problem=problem, doc=__doc__ or "")
+run = TASK.run

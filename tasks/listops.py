@@ -38,10 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-import tasks
 from tasks import _seqtask
-from tasks.base import Metric, Task
-from tasks.instruments.context import CellContext
 
 # digits are tokens 0-9
 MIN, MAX, MED, SM = 10, 11, 12, 13  # each one opens an operator: ``[MIN`` ... ``]``
@@ -171,16 +168,14 @@ def floor(cfg: Config, test_set: _seqtask.Data) -> tuple[float, str]:
             "the root operator alone (its most frequent value)")
 
 
-def run(cfg: Config, ctx: CellContext) -> list[Metric]:
-    return _seqtask.run_task(
-        cfg, ctx, generate, version=VERSION,
-        name="listops", vocab_size=cfg.vocab_size, seq_len=cfg.seq_len,
-        what="query positions",
+def problem(cfg: Config) -> _seqtask.Problem:
+    """What the protocol (:func:`_seqtask.run_task`) needs of this task for ``cfg``."""
+    return _seqtask.Problem(
+        generate, cfg.vocab_size, cfg.seq_len, what="query positions",
         hint="raise max_len, max_args or max_depth so the task has enough distinct sequences",
         pad=PAD, chance=chance(cfg), floor=lambda t: floor(cfg, t))
 
 
-TASK = tasks.register(Task(
-    name="listops", kind="accuracy", version=VERSION, config_cls=Config, run=run,
-    headline="accuracy", doc=__doc__ or "", metrics=_seqtask.METRICS,
-))
+TASK = _seqtask.register_generated(
+    "listops", version=VERSION, config_cls=Config, problem=problem, doc=__doc__ or "")
+run = TASK.run

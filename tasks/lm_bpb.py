@@ -279,6 +279,13 @@ def bits_per_byte(model: torch.nn.Module, data: tuple[np.ndarray, np.ndarray],
 # the run
 
 
+def _grid_in_bpb(grid: dict[str, Any]) -> None:
+    """The LR search maximised -bpb: store bpb in every candidate's record."""
+    for rec in grid.values():
+        rec["val_bpb"] = -rec.pop("val_accuracy")
+        rec["curve"] = [[step, -value] for step, value in rec["curve"]]
+
+
 def run(cfg: Config, ctx: CellContext) -> list[Metric]:
     raw = corpus_bytes(cfg.corpus)
     digest = hashlib.sha256(raw).hexdigest()
@@ -297,9 +304,7 @@ def run(cfg: Config, ctx: CellContext) -> list[Metric]:
     model, lr, result, grid = _seqtask.fit(
         lambda: ctx.build_model(vocab_size=VOCAB), train_set, val_set, ctx, cfg, score=neg_bpb)
     bpb = bits_per_byte(model, test_set, ctx)
-    for rec in grid.values():  # the search maximised -bpb; store bpb
-        rec["val_bpb"] = -rec.pop("val_accuracy")
-        rec["curve"] = [[step, -value] for step, value in rec["curve"]]
+    _grid_in_bpb(grid)
     n_bytes = test_facts["bytes_scored"]
     contamination = recheck_contamination(train_b.tobytes(), test_b.tobytes(),
                                           test_pos[test_set[1] != IGNORE], cfg.dedup_len)
@@ -325,11 +330,9 @@ def run(cfg: Config, ctx: CellContext) -> list[Metric]:
               f"({cfg.corpus}, sha256 {digest[:12]}), each with >= {cfg.min_context} bytes of "
               f"context and outside every >= {cfg.dedup_len}-byte verbatim match with training")
     return [
-        Metric(name=BPB.name, unit=BPB.unit, value=bpb, higher_is_better=BPB.higher_is_better,
-               method=method, n_samples=n_bytes, extra=extra),
-        Metric(name=_seqtask.TRAIN_LOSS.name, unit=_seqtask.TRAIN_LOSS.unit,
-               value=result.train_loss, higher_is_better=False, method=_seqtask.TRAIN_LOSS.doc,
-               extra=extra),
+        BPB.metric(bpb, method=method, n_samples=n_bytes, extra=extra),
+        _seqtask.TRAIN_LOSS.metric(result.train_loss, method=_seqtask.TRAIN_LOSS.doc,
+                                   extra=extra),
     ]
 
 

@@ -186,8 +186,8 @@ def run(cfg: Config, ctx: CellContext) -> list[Metric]:
     )
     prefix = (f"lm-evaluation-harness {lm_eval.__version__} simple_evaluate, byte-level "
               f"archbench adapter, max_length {length}")
-    extra = {"num_params": model.num_params(), "kernel_path": model.kernel_path,
-             "checkpoint": path, "max_length": length, "max_length_source": source}
+    extra = {"num_params": model.num_params(), "checkpoint": path, "max_length": length,
+             "max_length_source": source}
     out = []
     for m in to_metrics(results, prefix):
         cuts = lm.truncations.get(m.name.split("/", 1)[0], {})

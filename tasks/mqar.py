@@ -26,10 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-import tasks
 from tasks import _seqtask
-from tasks.base import Metric, Task
-from tasks.instruments.context import CellContext
 
 AUX_WEIGHT = _seqtask.AUX_WEIGHT
 
@@ -128,15 +125,14 @@ def lr_at(step: int, cfg: Config) -> float:
 evaluate = _seqtask.evaluate  # fraction of query positions whose argmax is the bound value
 
 
-def run(cfg: Config, ctx: CellContext) -> list[Metric]:
-    return _seqtask.run_task(
-        cfg, ctx, generate, version=VERSION,
-        name="mqar", vocab_size=cfg.vocab_size, seq_len=cfg.seq_len,
-        what="query positions", chance=chance(cfg), floor=lambda t: floor(cfg, t),
-        hint="raise n_keys or n_pairs so the task has enough distinct sequences")
+def problem(cfg: Config) -> _seqtask.Problem:
+    """What the protocol (:func:`_seqtask.run_task`) needs of this task for ``cfg``."""
+    return _seqtask.Problem(
+        generate, cfg.vocab_size, cfg.seq_len, what="query positions",
+        hint="raise n_keys or n_pairs so the task has enough distinct sequences",
+        chance=chance(cfg), floor=lambda t: floor(cfg, t))
 
 
-TASK = tasks.register(Task(
-    name="mqar", kind="accuracy", version=VERSION, config_cls=Config, run=run,
-    headline="accuracy", doc=__doc__ or "", metrics=_seqtask.METRICS,
-))
+TASK = _seqtask.register_generated(
+    "mqar", version=VERSION, config_cls=Config, problem=problem, doc=__doc__ or "")
+run = TASK.run

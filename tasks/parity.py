@@ -20,10 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-import tasks
 from tasks import _seqtask
-from tasks.base import Metric, Task
-from tasks.instruments.context import CellContext
 
 QUERY = 2
 MIN_BITS = 1
@@ -86,16 +83,15 @@ def floor(cfg: Config, test_set: _seqtask.Data) -> tuple[float, str]:
     return max(ones, 1.0 - ones), "majority class (the best constant answer)"
 
 
-def run(cfg: Config, ctx: CellContext) -> list[Metric]:
-    return _seqtask.run_task(
-        cfg, ctx, generate, version=VERSION,
-        name="parity", vocab_size=cfg.vocab_size, seq_len=cfg.seq_len,
+def problem(cfg: Config) -> _seqtask.Problem:
+    """What the protocol (:func:`_seqtask.run_task`) needs of this task for ``cfg``."""
+    return _seqtask.Problem(
+        generate, cfg.vocab_size, cfg.seq_len,
         what="running-parity positions" if cfg.running else "query positions",
-        hint="raise n_bits so the task has enough distinct sequences",
-        chance=chance(cfg), floor=lambda t: floor(cfg, t))
+        hint="raise n_bits so the task has enough distinct sequences", chance=chance(cfg),
+        floor=lambda t: floor(cfg, t))
 
 
-TASK = tasks.register(Task(
-    name="parity", kind="accuracy", version=VERSION, config_cls=Config, run=run,
-    headline="accuracy", doc=__doc__ or "", metrics=_seqtask.METRICS,
-))
+TASK = _seqtask.register_generated(
+    "parity", version=VERSION, config_cls=Config, problem=problem, doc=__doc__ or "")
+run = TASK.run

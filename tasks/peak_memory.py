@@ -38,7 +38,7 @@ def run(cfg: Config, ctx: CellContext) -> list[Metric]:
     model = ctx.model(cfg.checkpoint)
     tokens = ctx.random_tokens(cfg.batch_size, cfg.seq_len, model.config["vocab_size"])
     extra = {"batch_size": cfg.batch_size, "seq_len": cfg.seq_len,
-             "kernel_path": model.kernel_path, "checkpoint": ctx.checkpoint_path(cfg.checkpoint)}
+             "checkpoint": ctx.checkpoint_path(cfg.checkpoint)}
     analytic = [
         Metric(name="param_bytes", unit="bytes", higher_is_better=False,
                value=float(sum(p.numel() * p.element_size() for p in model.parameters())),

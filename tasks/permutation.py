@@ -34,10 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-import tasks
 from tasks import _seqtask
-from tasks.base import Metric, Task
-from tasks.instruments.context import CellContext
 
 GROUPS = {"S3": 3, "S5": 5}  # group name -> k of S_k
 ELEMENTS = {g: tuple(itertools.permutations(range(k))) for g, k in GROUPS.items()}
@@ -117,16 +114,15 @@ def floor(cfg: Config, test_set: _seqtask.Data) -> tuple[float, str]:
             "copy the first element, the identity after it")
 
 
-def run(cfg: Config, ctx: CellContext) -> list[Metric]:
-    return _seqtask.run_task(
-        cfg, ctx, generate, version=VERSION,
-        name="permutation", vocab_size=cfg.vocab_size, seq_len=cfg.seq_len,
+def problem(cfg: Config) -> _seqtask.Problem:
+    """What the protocol (:func:`_seqtask.run_task`) needs of this task for ``cfg``."""
+    return _seqtask.Problem(
+        generate, cfg.vocab_size, cfg.seq_len,
         what=f"prefix-product positions ({cfg.group}, chance 1/{cfg.vocab_size})",
-        hint="raise length so the task has enough distinct sequences",
-        chance=chance(cfg), floor=lambda t: floor(cfg, t))
+        hint="raise length so the task has enough distinct sequences", chance=chance(cfg),
+        floor=lambda t: floor(cfg, t))
 
 
-TASK = tasks.register(Task(
-    name="permutation", kind="accuracy", version=VERSION, config_cls=Config, run=run,
-    headline="accuracy", doc=__doc__ or "", metrics=_seqtask.METRICS,
-))
+TASK = _seqtask.register_generated(
+    "permutation", version=VERSION, config_cls=Config, problem=problem, doc=__doc__ or "")
+run = TASK.run

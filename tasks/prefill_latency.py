@@ -9,19 +9,18 @@ measurement taken under contention is re-measured (``tasks.instruments.timing``;
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
 import tasks
-from tasks._timed import LATENCY_SPECS, TimedConfig, check_timing, latency_metrics
+from tasks._timed import LATENCY_SPECS, TimingConfig, latency_metrics
 from tasks.base import Metric, Task
 from tasks.instruments.context import CellContext
-from tasks.instruments.timing import in_processes, pooled, time_fn
+from tasks.instruments.timing import Timing, in_processes, pooled
 
 
 @dataclass(frozen=True)
-class Config(TimedConfig):
+class Config(TimingConfig):
     batch_size: int = 1
     seq_len: int = 512
     n_samples: int = 15  # timed samples, each the mean of calibrated iterations
@@ -33,26 +32,20 @@ class Config(TimedConfig):
     def validate(self) -> None:
         if self.batch_size < 1 or self.seq_len < 1 or self.n_samples < 1:
             raise ValueError("batch_size, seq_len and n_samples must be >= 1")
-        check_timing(self)
+        super().validate()
 
 
 def run(cfg: Config, ctx: CellContext) -> list[Metric]:
-    def measure() -> tuple[Any, str]:  # in a fresh process: model, tokens, timing
+    def measure() -> Timing:  # in a fresh process: model, tokens, timing
         model = ctx.model(cfg.checkpoint)
         tokens = ctx.random_tokens(cfg.batch_size, cfg.seq_len, model.config["vocab_size"])
         with torch.inference_mode():
-            timing = time_fn(
-                lambda: model(tokens), sync=ctx.sync, warmup=cfg.warmup,
-                min_sample_s=cfg.min_sample_s, n_samples=cfg.n_samples,
-                max_total_s=cfg.max_total_s, ci_target=cfg.ci_target,
-                max_samples=cfg.max_samples, max_attempts=cfg.max_attempts, device=ctx.device,
-            )
-        return timing, model.kernel_path
+            return cfg.time(lambda: model(tokens), ctx)
 
     results = in_processes(cfg.processes, measure)
     extra = {"checkpoint": ctx.checkpoint_path(cfg.checkpoint), "batch_size": cfg.batch_size,
-             "seq_len": cfg.seq_len, "kernel_path": results[0][1], "processes": len(results)}
-    return latency_metrics(pooled([t for t, _ in results]), cfg.batch_size * cfg.seq_len, extra)
+             "seq_len": cfg.seq_len, "processes": len(results)}
+    return latency_metrics(pooled(results), cfg.batch_size * cfg.seq_len, extra)
 
 
 TASK = tasks.register(Task(

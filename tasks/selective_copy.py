@@ -19,10 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-import tasks
 from tasks import _seqtask
-from tasks.base import Metric, Task
-from tasks.instruments.context import CellContext
 
 BLANK, SEP = 0, 1  # data symbols are 2 .. 2 + n_data - 1
 
@@ -92,16 +89,14 @@ def floor(cfg: Config, data: _seqtask.Data) -> tuple[float, str]:
     return float((np.broadcast_to(guess, targets.shape)[scored] == targets[scored]).mean()), FLOOR
 
 
-def run(cfg: Config, ctx: CellContext) -> list[Metric]:
-    return _seqtask.run_task(
-        cfg, ctx, generate, version=VERSION,
-        name="selective_copy", vocab_size=cfg.vocab_size,
-        seq_len=cfg.seq_len, what="copy positions",
-        chance=chance(cfg), floor=lambda t: floor(cfg, t),
-        hint="raise region, n_tokens or n_data so the task has enough distinct sequences")
+def problem(cfg: Config) -> _seqtask.Problem:
+    """What the protocol (:func:`_seqtask.run_task`) needs of this task for ``cfg``."""
+    return _seqtask.Problem(
+        generate, cfg.vocab_size, cfg.seq_len, what="copy positions",
+        hint="raise region, n_tokens or n_data so the task has enough distinct sequences",
+        chance=chance(cfg), floor=lambda t: floor(cfg, t))
 
 
-TASK = tasks.register(Task(
-    name="selective_copy", kind="accuracy", version=VERSION, config_cls=Config, run=run,
-    headline="accuracy", doc=__doc__ or "", metrics=_seqtask.METRICS,
-))
+TASK = _seqtask.register_generated(
+    "selective_copy", version=VERSION, config_cls=Config, problem=problem, doc=__doc__ or "")
+run = TASK.run

@@ -10,20 +10,19 @@ target, and a measurement taken under contention is re-measured (``instruments.t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 import tasks
-from tasks._timed import LATENCY_SPECS, TimedConfig, check_timing, latency_metrics
+from tasks._timed import LATENCY_SPECS, TimingConfig, latency_metrics
 from tasks.base import Metric, Task
 from tasks.instruments.context import CellContext
-from tasks.instruments.timing import in_processes, pooled, time_fn
+from tasks.instruments.timing import Timing, in_processes, pooled
 
 
 @dataclass(frozen=True)
-class Config(TimedConfig):
+class Config(TimingConfig):
     batch_size: int = 8
     seq_len: int = 256
     lr: float = 1e-3
@@ -36,13 +35,13 @@ class Config(TimedConfig):
     def validate(self) -> None:
         if self.batch_size < 1 or self.seq_len < 2 or self.n_samples < 1:
             raise ValueError("batch_size and n_samples must be >= 1, seq_len >= 2")
-        check_timing(self)
+        super().validate()
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
 
 
 def run(cfg: Config, ctx: CellContext) -> list[Metric]:
-    def measure() -> tuple[Any, str]:  # in a fresh process: model, optimiser, timing
+    def measure() -> Timing:  # in a fresh process: model, optimiser, timing
         model = ctx.model(cfg.checkpoint).train()
         vocab = model.config["vocab_size"]
         tokens = ctx.random_tokens(cfg.batch_size, cfg.seq_len + 1, vocab)
@@ -56,18 +55,12 @@ def run(cfg: Config, ctx: CellContext) -> list[Metric]:
             loss.backward()
             opt.step()
 
-        timing = time_fn(train_step, sync=ctx.sync, warmup=cfg.warmup,
-                         min_sample_s=cfg.min_sample_s, n_samples=cfg.n_samples,
-                         max_total_s=cfg.max_total_s, ci_target=cfg.ci_target,
-                         max_samples=cfg.max_samples, max_attempts=cfg.max_attempts,
-                         device=ctx.device)
-        return timing, model.kernel_path
+        return cfg.time(train_step, ctx)
 
     results = in_processes(cfg.processes, measure)
-    extra = {"batch_size": cfg.batch_size, "seq_len": cfg.seq_len,
-             "kernel_path": results[0][1], "optimizer": "AdamW",
+    extra = {"batch_size": cfg.batch_size, "seq_len": cfg.seq_len, "optimizer": "AdamW",
              "checkpoint": ctx.checkpoint_path(cfg.checkpoint), "processes": len(results)}
-    return latency_metrics(pooled([t for t, _ in results]), cfg.batch_size * cfg.seq_len, extra)
+    return latency_metrics(pooled(results), cfg.batch_size * cfg.seq_len, extra)
 
 
 TASK = tasks.register(Task(

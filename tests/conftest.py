@@ -91,3 +91,22 @@ def require(env_flag: str, reason: str) -> None:
     if os.environ.get(env_flag):
         pytest.fail(f"{reason} (required here by {env_flag})")
     pytest.skip(reason)
+
+
+def shipped_declarations():
+    """What the shipped tasks declare for derived figures (``derive.Declared``), read from
+    the registry as a run stores it."""
+    import tasks as task_registry
+    from harness import catalog, derive
+
+    return derive.Declared.from_entries(catalog.task_entry(n) for n in task_registry.names())
+
+
+def store_shipped_catalog(engine) -> None:
+    """Store every shipped task's catalog entry, as a run stores those of its cells: the
+    derived figures read what the tasks declared from the database."""
+    import tasks as task_registry
+    from harness import catalog, db
+
+    db.store_catalog(engine, [], [{**catalog.task_entry(n), "digest": "test"}
+                                  for n in task_registry.names()])

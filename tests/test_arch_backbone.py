@@ -231,23 +231,15 @@ def test_block_attention_matches_reference_with_gradients(block_len: int, length
         torch.testing.assert_close(fast, ref, atol=1e-4, rtol=1e-4)
 
 
-def test_block_state_model_blockwise_matches_reference() -> None:
-    x = tokens(2, T)
-    grads = {}
-    for attn in ("blockwise", "reference"):
-        model = small_model("block_state", block_len=8, attn=attn)
-        assert model.kernel_path == f"chunked+{attn}"
-        logits = model(x)
-        logits.square().mean().backward()
-        grads[attn] = [logits.detach()] + [p.grad for p in model.parameters()]
-    for fast, ref in zip(grads["blockwise"], grads["reference"], strict=True):
-        torch.testing.assert_close(fast, ref, atol=1e-4, rtol=1e-4)
+def test_block_state_kernel_paths() -> None:
+    assert small_model("block_state").kernel_path == "chunked+blockwise"
+    assert small_model("block_state", impl="reference").kernel_path == "sequential+masked"
 
 
 @pytest.mark.parametrize("length", [16, 21])
 def test_block_state_keeps_only_the_current_block(length: int) -> None:
     model = small_model("block_state", block_len=8).eval()
     state = assert_step_matches_forward(model, length)
-    assert state[0]["kv"]["k"].shape[2] == length % 8
+    assert state[0]["k"].shape[2] == length % 8 and set(state[0]) == {"k", "v", "conv", "ssm"}
     kv = 2 * SMALL["d_model"] * (length % 8)
     assert model.state_size(length) - model.state_size(0) == 2 * kv  # two layers

@@ -125,8 +125,10 @@ def test_kernel_paths() -> None:
     assert small_model("transformer", kv_cache="concat").kernel_path == "sdpa+concat_cache"
     assert small_model("linear_attention").kernel_path == "chunked"
     assert small_model("mamba").kernel_path == "chunked"
-    assert small_model("mamba", scan="reference").kernel_path == "reference"
+    assert small_model("mamba", impl="reference").kernel_path == "sequential"
     assert small_model("hybrid").kernel_path == "chunked+sdpa+static_cache"
+    assert small_model("hybrid", impl="reference").kernel_path == "sdpa+static_cache+sequential"
+    assert small_model("linear_attention", impl="reference").kernel_path == "sequential"
 
 
 def test_hybrid_puts_attention_last_in_each_group() -> None:
@@ -182,18 +184,6 @@ def test_selective_scan_chunked_matches_reference(
         torch.testing.assert_close(f, r, atol=1e-4, rtol=1e-4)
 
 
-def test_mamba_model_chunked_matches_reference_with_gradients() -> None:
-    x = tokens(2, T)
-    grads = {}
-    for scan in ("chunked", "reference"):
-        model = small_model("mamba", scan=scan)
-        logits = model(x)
-        logits.square().mean().backward()
-        grads[scan] = [logits.detach()] + [p.grad for p in model.parameters()]
-    for fast, ref in zip(grads["chunked"], grads["reference"], strict=True):
-        torch.testing.assert_close(fast, ref, atol=1e-4, rtol=1e-4)
-
-
 @pytest.mark.parametrize("chunk_size", [1, 8, 64])
 def test_linear_attention_chunked_matches_reference(chunk_size: int) -> None:
     g = torch.Generator().manual_seed(0)
@@ -232,7 +222,7 @@ def test_unknown_config_key_names_key_and_allowed_keys() -> None:
             {"norm": "batchnorm"},
             "'norm' must be one of layernorm, rmsnorm; got 'batchnorm'",
         ),
-        ("mamba", {"scan": "cuda"}, "'scan' must be one of chunked, reference"),
+        ("mamba", {"impl": "cuda"}, "'impl' must be one of fast, reference; got 'cuda'"),
         ("transformer", {"n_heads": 5}, "'n_heads' must split d_model=64"),
         ("hybrid", {"n_heads": 64}, "'n_heads' must split d_model=64 into heads of even width"),
     ],
@@ -263,10 +253,14 @@ def test_variant_definition_errors() -> None:
 
 
 def test_state_numel_counts_per_sequence() -> None:
-    state = [{"k": torch.zeros(3, 2, 5), "pos": 7}, (torch.zeros(3, 4),), []]
-    assert state_numel(state) == 2 * 5 + 4
+    state = [{"k": torch.zeros(3, 2, 5)}, {"h": torch.zeros(3, 4)}, {}]  # the backbone's list
+    assert state_numel(state) == 2 * 5 + 4 and state_numel(state[0]) == 2 * 5  # or one mixer's
     with pytest.raises(ValueError, match="batch"):
-        state_numel([torch.zeros(3, 2), torch.zeros(2, 2)])
+        state_numel([{"a": torch.zeros(3, 2)}, {"b": torch.zeros(2, 2)}])
+    with pytest.raises(TypeError, match="dict of tensors"):
+        state_numel([torch.zeros(3, 2)])  # a bare tensor is no mixer state
+    with pytest.raises(TypeError, match="not a Tensor"):
+        state_numel({"pos": 7})
 
 
 # (variant, its keys, the variant it reduces to, that one's keys) at length T, n_layers 2

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from harness import claims, db
+from harness import claimfile, claims, db
 from harness.claims import NOT_REPRODUCED, NOT_RUN, REPRODUCED, Claim, ClaimError
 from harness.ids import canonical_hash, setting_id
 
@@ -42,11 +42,11 @@ def _claim(*predicate: dict[str, Any], task: str = "mqar", metric: str = "accura
            suite: str = "textbook", where: dict[str, Any] | None = None) -> Claim:
     """A claim as :func:`claims.load` returns it (through a file, so it is checked too)."""
     return Claim(id="c", claim="x", paper=PAPER, suite=suite, task=task, metric=metric,
-                 predicate=tuple(claims._comparison(_W, "p", dict(c), bool(where))
+                 predicate=tuple(claimfile._comparison(_W, "p", dict(c), bool(where))
                                  for c in predicate), where=where or {})
 
 
-_W = claims._Where(Path("test.yaml"), 0, {"id": "c"})
+_W = claimfile._Where(Path("test.yaml"), 0, {"id": "c"})
 
 
 @pytest.fixture

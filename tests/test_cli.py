@@ -49,6 +49,7 @@ def ran(tmp_path_factory: pytest.TempPathFactory) -> str:
     return url
 
 
+@pytest.mark.slow
 def test_export_csv_one_row_per_result_with_provenance(ran: str, tmp_path: Path) -> None:
     out = tmp_path / "results.csv"
     assert main(["--db", ran, "export", "--format", "csv", "--out", str(out)]) == 0
@@ -68,6 +69,7 @@ def test_export_csv_one_row_per_result_with_provenance(ran: str, tmp_path: Path)
     assert json.loads(rows[0]["arch_config"])["d_model"] == 32
 
 
+@pytest.mark.slow
 def test_site_lists_every_variant_with_value_or_status(ran: str, tmp_path: Path) -> None:
     out = tmp_path / "site"
     assert main(["--db", ran, "site", "--out", str(out)]) == 0
@@ -80,6 +82,7 @@ def test_site_lists_every_variant_with_value_or_status(ran: str, tmp_path: Path)
     assert (out / "static" / "style.css").is_file()
 
 
+@pytest.mark.slow
 def test_doctor_reports_meters_and_database(ran: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--db", ran, "doctor"]) == 0
     out = capsys.readouterr().out

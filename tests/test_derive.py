@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from harness import db, derive, render
+from tests.conftest import shipped_declarations, store_shipped_catalog
 
 LENGTHS = [32, 64, 128, 256, 512]
 CURVES = {"linear": lambda x: float(x), "quadratic": lambda x: 0.01 * x * x}  # cross at 100
@@ -25,10 +26,11 @@ def _row(arch: str, x: int, y: float) -> dict:
 
 
 ROWS = [_row(a, x, f(x)) for a, f in CURVES.items() for x in LENGTHS]
+DECL = shipped_declarations()
 
 
 def test_exponents_and_crossover_are_exact_on_power_laws() -> None:
-    out = derive.compute(ROWS, "git:t")["fp"]
+    out = derive.compute(ROWS, "git:t", DECL)["fp"]
     exps = {d["arch"]: d["value"] for d in out if d["kind"] == "scaling_exponent"}
     assert exps == pytest.approx({"linear": 1.0, "quadratic": 2.0})
     (cross,) = [d for d in out if d["kind"] == "crossover_length"]
@@ -42,12 +44,14 @@ def test_no_crossover_when_curves_do_not_cross() -> None:
 
 def test_failed_rows_and_short_series_are_ignored() -> None:
     rows = [*ROWS[:2], {**ROWS[2], "status": "timeout", "value": None}]
-    assert derive.compute(rows, "git:t") == {}
+    assert derive.compute(rows, "git:t", DECL) == {}
 
 
 def test_refresh_stores_and_site_plots(db_url: str, tmp_path: Path) -> None:
     engine = db.connect(db_url)
     db.store(engine, ROWS)
+    assert derive.refresh(engine, "git:t") == 0  # no task declared what to derive
+    store_shipped_catalog(engine)
     assert derive.refresh(engine, "git:t") == 3
     assert derive.refresh(engine, "git:t") == 3  # replaced, not appended
     assert len(db.derived(engine)) == 3
@@ -62,10 +66,11 @@ def test_achieved_flops_against_measured_peak() -> None:
     flops = {**_row("transformer", 256, 0.0), "task": "flops",
              "metric": "forward_flops_per_token", "value": 1e6}
     speed = {**_row("transformer", 256, 0.0), "metric": "tokens_per_s", "value": 2e4}
-    out = derive.achieved([flops, speed], {("fp", "cpu", "float32", 2): 1e11}, "git:t")["fp"]
+    out = derive.achieved([flops, speed], {("fp", "cpu", "float32", 2): 1e11}, "git:t",
+                          DECL)["fp"]
     got = {d["kind"]: d["value"] for d in out}
     assert got == pytest.approx({"achieved_flops_per_s": 2e10, "fraction_of_peak": 0.2})
-    assert derive.achieved([flops], {}, "git:t") == {}  # no prefill at that shape: nothing
+    assert derive.achieved([flops], {}, "git:t", DECL) == {}  # no prefill at that shape: nothing
 
 
 def test_seed_mean_with_ci_reaches_the_leaderboard(db_url: str, tmp_path: Path) -> None:

@@ -43,6 +43,7 @@ def test_step_matches_forward_on_cuda(name: str) -> None:
     assert (torch.cat(stepped, dim=1) - logits).abs().max().item() <= 1e-3
 
 
+@pytest.mark.slow
 def test_cuda_peak_memory_and_energy_rows(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'gpu.db'}"
     suite_path = write_suite(tmp_path / "gpu.yaml", ["transformer", "mamba"], {

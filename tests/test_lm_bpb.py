@@ -176,6 +176,7 @@ def test_lm_eval_without_the_producer_checkpoint_says_what_to_run(tmp_path: Path
         lm_eval.checkpoint_path(cfg, ctx)
 
 
+@pytest.mark.slow
 def test_lm_bpb_checkpoint_is_shared_with_lm_eval_through_the_runner(tmp_path: Path,
                                                                      db_url: str) -> None:
     suite = write_suite(tmp_path / "lm.yaml", ["transformer"], {

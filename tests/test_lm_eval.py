@@ -224,6 +224,7 @@ def test_generate_until_equals_greedy_forward(arch: str, monkeypatch: pytest.Mon
     assert got == want
 
 
+@pytest.mark.slow
 def test_lm_eval_task_through_harness(tmp_path: Path, db_url: str) -> None:
     cfg = {"lm_eval": {"tasks": ["archbench_capitals", "archbench_prose"], "limit": 2,
                        "max_length": 64}}

@@ -101,6 +101,7 @@ def _reports(tmp_path: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted((tmp_path / "reports").glob("*.json"))]
 
 
+@pytest.mark.slow
 def test_a_20_percent_slower_night_is_a_confirmed_regression_and_exit_1(tmp_path: Path) -> None:
     plugin, _, config = _setup(tmp_path)
     first = _night(tmp_path, plugin, config)
@@ -149,6 +150,7 @@ def test_a_second_nightly_on_the_same_database_is_refused(tmp_path: Path) -> Non
         pass
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("body", "field"), [
     ({"suites": []}, "suites"),
     ({"suites": ["quick"], "rerun": "sometimes"}, "rerun"),

@@ -200,6 +200,7 @@ def _unit(name: str) -> configparser.ConfigParser:
     return parser
 
 
+@pytest.mark.slow
 def test_service_is_a_oneshot_running_the_venv_archbench():
     unit = _unit("archbench-nightly.service")
     assert {"Unit", "Service", "Install"} <= set(unit.sections())

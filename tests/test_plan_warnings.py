@@ -24,6 +24,7 @@ def test_a_window_as_long_as_the_task_is_warned_about(tmp_path: Path) -> None:
     assert plan.warnings(plan.plan(suite.load(str(short)))) == []
 
 
+@pytest.mark.slow
 def test_dry_run_prints_cells_warnings_and_eta_and_runs_nothing(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = write_suite(tmp_path / "d.yaml", ["transformer", "sliding_window"],
@@ -46,6 +47,7 @@ def test_estimate_prefers_history_of_the_same_variant_and_task() -> None:
     assert plan.estimate(mqar, {}) == (plan.DEFAULT_CELL_S["accuracy"] * len(mqar), 0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tasks_cfg,needle", [
     ({"mqar": {"lr_grid": [0.001, 0]}}, "lr_grid: every learning rate must be a number > 0; got 0"),
     ({"mqar": {"lr_grid": [0.001, -0.01]}}, "got -0.01"),

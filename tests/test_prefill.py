@@ -180,7 +180,7 @@ def test_cache_holds_the_last_tokens_in_order(window: int | None) -> None:
         cache = cache.append(**_kv(1, t))
         held = t + 1 if window is None else min(t + 1, window)
         assert cache["k"][0, 0, :, 0].tolist() == list(range(t + 1 - held, t + 1))
-        assert cache["v"].equal(-cache["k"]) and cache["pos"] == t + 1
+        assert cache["v"].equal(-cache["k"]) and cache.pos == t + 1
         assert cache.capacity <= max(MIN_CAPACITY, 2 * (t + 1)) if window is None else (
             cache.capacity <= 2 * window)
         assert state_numel(cache) == 2 * 2 * held  # the filled part only
@@ -188,7 +188,7 @@ def test_cache_holds_the_last_tokens_in_order(window: int | None) -> None:
 
 def test_cache_from_tokens_keeps_the_window_and_the_position() -> None:
     cache = KVCache.from_tokens(**_kv(20), window=8)
-    assert cache["k"][0, 0, :, 0].tolist() == list(range(12, 20)) and cache["pos"] == 20
+    assert cache["k"][0, 0, :, 0].tolist() == list(range(12, 20)) and cache.pos == 20
     assert cache.capacity == 16
 
 
@@ -205,7 +205,7 @@ def test_cache_append_writes_one_slot_of_a_shared_buffer() -> None:
     assert grown["k"][0, 0, :, 0].tolist() == list(range(MIN_CAPACITY + 1))
     # every earlier state still reads its own prefix
     for t, state in enumerate(states):
-        assert state["pos"] == t and state["k"][0, 0, :, 0].tolist() == list(range(t))
+        assert state.pos == t and state["k"][0, 0, :, 0].tolist() == list(range(t))
 
 
 @pytest.mark.parametrize("window", [None, 4])
@@ -216,7 +216,7 @@ def test_an_older_state_can_be_stepped_after_newer_ones(window: int | None) -> N
         newer = newer.append(**_kv(1, t))
     again = old.append(**_kv(1, 100))  # a different next token from the old state
     held = [*range(10), 100] if window is None else [7, 8, 9, 100]
-    assert again["k"][0, 0, :, 0].tolist() == held and again["pos"] == 11
+    assert again["k"][0, 0, :, 0].tolist() == held and again.pos == 11
 
 
 def test_cache_checks_its_fields() -> None:

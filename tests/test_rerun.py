@@ -44,6 +44,7 @@ def _todo(project: Path, suite: Path, rerun: str = "changed") -> set[str]:
     return {line.split()[2] for line in out.splitlines() if line.startswith("todo")}
 
 
+@pytest.mark.slow
 def test_readme_edit_reruns_nothing_and_a_variant_edit_only_its_cells(
         project: Path, tmp_path: Path) -> None:
     suite = write_suite(tmp_path / "two.yaml", ["transformer", "mamba"],

@@ -22,6 +22,7 @@ PROVENANCE = ("run_id", "code_version", "cell_id", "config_hash", "arch", "arch_
               "device", "dtype", "threads")
 
 
+@pytest.mark.slow
 def test_failing_variant_yields_failed_rows_and_others_complete(
         tmp_path: Path, db_url: str, broken_plugin: Path) -> None:
     suite_path = write_suite(tmp_path / "mixed.yaml", ["exploding", "transformer"])
@@ -46,6 +47,7 @@ def test_failing_variant_yields_failed_rows_and_others_complete(
             assert r["unit"] and r["method"], r
 
 
+@pytest.mark.slow
 def test_timed_rows_carry_statistics_and_raw_samples(tmp_path: Path, db_url: str) -> None:
     suite_path = write_suite(tmp_path / "one.yaml", ["transformer"],
                              {"prefill_latency": {"seq_len": 16, "n_samples": 7, "warmup": 1,
@@ -63,6 +65,7 @@ def test_timed_rows_carry_statistics_and_raw_samples(tmp_path: Path, db_url: str
     assert lat["kernel_path"] and lat["threads"] == 1
 
 
+@pytest.mark.slow
 def test_timeout_is_recorded(tmp_path: Path, db_url: str) -> None:
     suite_path = write_suite(tmp_path / "slow.yaml", ["transformer"],
                              {"prefill_latency": {"seq_len": 16, "n_samples": 500,
@@ -84,6 +87,7 @@ def _ok_cells(url: str) -> dict[str, set[str]]:
     return runs
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_without_remeasuring(tmp_path: Path, db_url: str) -> None:
     archs = ["transformer", "linear_attention", "mamba", "hybrid"]
     suite_path = write_suite(tmp_path / "resume.yaml", archs,
@@ -113,6 +117,7 @@ def test_killed_run_resumes_without_remeasuring(tmp_path: Path, db_url: str) -> 
     assert _ok_cells(db_url) == second  # a third run has nothing to do
 
 
+@pytest.mark.slow
 def test_sweep_stops_a_series_after_a_timeout(tmp_path: Path, db_url: str) -> None:
     suite_path = write_suite(tmp_path / "sweep.yaml", ["transformer"],
                              {"prefill_latency": {"n_samples": 500, "max_total_s": 60,
@@ -124,6 +129,7 @@ def test_sweep_stops_a_series_after_a_timeout(tmp_path: Path, db_url: str) -> No
     assert "seq_len=8" in rows[1]["error"]
 
 
+@pytest.mark.slow
 def test_parallel_jobs_overlap_accuracy_cells_and_keep_efficiency_cells_alone(
         tmp_path: Path) -> None:
     from harness import plan, runner, suite
@@ -160,6 +166,7 @@ def test_parallel_jobs_overlap_accuracy_cells_and_keep_efficiency_cells_alone(
     assert values[1] == values[2]  # same cells, same results, whichever way they ran
 
 
+@pytest.mark.slow
 def test_bad_jobs_value_is_one_line_error(tmp_path: Path, capsys, db_url: str) -> None:
     path = write_suite(tmp_path / "s.yaml", ["transformer"])
     assert main(["--db", db_url, "run", "--suite", str(path), "--jobs", "0"]) == 2

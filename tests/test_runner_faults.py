@@ -219,6 +219,7 @@ def test_sigkill_from_outside_is_killed_and_does_not_stop_the_sweep(
     assert sorted(r["status"] for r in rows) == ["killed", "ok"]
 
 
+@pytest.mark.slow
 def test_runner_killed_right_after_spawning_leaves_no_cell_running(
         tmp_path: Path, db_url: str, fault_plugin: Path) -> None:
     """The cell's death-with-parent is set and then the parent checked: no window where a

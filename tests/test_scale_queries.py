@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from harness import boards, claims, db, derive, export, pages, queries, render, results
+from tests.conftest import shipped_declarations, store_shipped_catalog
 from tests.test_db import BACKENDS, database_url
 
 LENGTHS = [32, 64, 128, 256]
@@ -99,6 +100,7 @@ def _store(engine: db.Engine, rows: list[dict[str, Any]], run: int, fp: str = "f
 @pytest.fixture
 def engine(url: str) -> Iterator[db.Engine]:
     engine = db.connect(url)
+    store_shipped_catalog(engine)
     for fp in ("fpA", "fpB"):
         db.ensure_hardware(engine, fp, {"cpu_model": f"CPU {fp}", "logical_cpus": 4})
         db.store_peak(engine, fp, "cpu", "float32", 1,
@@ -116,8 +118,9 @@ def engine(url: str) -> Iterator[db.Engine]:
 
 
 def _reference_figures(rows: list[dict[str, Any]], peaks: dict, version: str) -> dict:
-    computed = derive.compute(rows, version)
-    for extra in (derive.achieved(rows, peaks, version), derive.seed_means(rows, version)):
+    decl = shipped_declarations()
+    computed = derive.compute(rows, version, decl)
+    for extra in (derive.achieved(rows, peaks, version, decl), derive.seed_means(rows, version)):
         for fp, more in extra.items():
             computed.setdefault(fp, []).extend(more)
     return computed
@@ -190,9 +193,12 @@ def test_newest_rows_per_key_match_the_python_fold(engine) -> None:
 
 def test_sweep_rows_give_the_same_series_and_marks(engine) -> None:
     every = db.results(engine)
-    candidates = queries.sweep_rows(engine, derive.SWEPT_METRICS, queries.columns_except())
+    decl = derive.declared(engine)
+    assert decl == shipped_declarations() and decl.swept
+    candidates = queries.sweep_rows(engine, sorted(decl.swept), queries.columns_except())
     assert len(candidates) < len(every)
-    assert derive.sweep_series(candidates) == derive.sweep_series(every)
+    assert derive.sweep_series(candidates, decl) == derive.sweep_series(every, decl)
+    assert derive.sweep_series(every, decl)
     units = queries.first_units(engine)
     assert units[("decode_latency", "latency_ms")] == ""  # the oldest row: a failure
     for (task, metric), unit in units.items():
@@ -205,8 +211,10 @@ def test_seed_and_shape_rows_give_the_same_figures(engine) -> None:
     assert (derive.seed_means(queries.seed_rows(engine), "v")
             == derive.seed_means(every, "v"))
     peaks = db.peaks(engine)
-    assert (derive.achieved(queries.shape_rows(engine, derive.ACHIEVED_INPUTS), peaks, "v")
-            == derive.achieved(every, peaks, "v"))
+    decl = derive.declared(engine)
+    inputs = decl.inputs(derive.FLOP_ROLE, derive.SPEED_ROLE)
+    assert (derive.achieved(queries.shape_rows(engine, inputs), peaks, "v", decl)
+            == derive.achieved(every, peaks, "v", decl) != {})
     pairs = {("fpB", "mqar"), ("fpA", "prefill_latency")}
     only = queries.seed_rows(engine, pairs)
     assert {(r["hardware_fingerprint"], r["task"]) for r in only} == pairs

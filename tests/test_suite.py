@@ -64,6 +64,7 @@ def _bad_suite(tmp_path: Path, archs=("transformer",), arch_cfg=None, tasks=None
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(BAD_CASES))
 def test_bad_suite_exits_nonzero_with_one_line(case: str, tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
@@ -80,6 +81,7 @@ def test_bad_suite_exits_nonzero_with_one_line(case: str, tmp_path: Path,
     assert "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_unknown_suite_name_lists_shipped(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "--suite", "quik"]) == 2
     err = capsys.readouterr().err

@@ -12,7 +12,7 @@ import architectures
 import tasks
 from architectures.configs import ConfigError, build_config
 from tasks import _seqtask, mqar
-from tasks.base import Metric
+from tasks.base import Metric, MetricSpec
 from tasks.instruments.context import CellContext
 
 
@@ -164,6 +164,8 @@ def test_accuracy_task_reports_exactly_the_metrics_it_declares(
                       device="cpu", dtype="float32", threads=1)
     got = task.run(cfg, ctx)
     assert {m.name for m in got} == set(declared)
+    assert ctx.kernel_path == "aten_lstm"  # the model it trained, recorded by the context
+    assert not any("kernel_path" in m.extra for m in got)  # the cell adds it, not the task
     for m in got:
         assert m.status == "ok" and m.unit == declared[m.name].unit
         assert m.higher_is_better is declared[m.name].higher_is_better
@@ -171,3 +173,63 @@ def test_accuracy_task_reports_exactly_the_metrics_it_declares(
         if m.name == task.headline or m.unit == "fraction":  # every accuracy row's baselines
             assert m.extra["chance"] is not None and m.extra["floor"] is not None, m.name
             assert m.extra["floor_strategy"], m.name
+
+
+def test_context_records_the_kernel_path_of_what_it_builds() -> None:
+    ctx = CellContext(arch="transformer", arch_config={"d_model": 16, "n_layers": 1},
+                      seed=0, device="cpu", dtype="float32", threads=1)
+    model = ctx.build_model()
+    assert ctx._kernel_path == model.kernel_path == ctx.kernel_path
+
+
+@pytest.mark.parametrize("arch", architectures.names())
+def test_context_reads_the_kernel_path_on_meta_when_nothing_was_built(arch: str) -> None:
+    """A timed task builds its model in a forked child: the parent's context still knows the
+    kernel path, from a model built on the meta device, without touching the global RNG."""
+    ctx = CellContext(arch=arch, arch_config={}, seed=0, device="cpu", dtype="float32",
+                      threads=1)
+    torch.manual_seed(7)
+    before = torch.random.get_rng_state()
+    path = ctx.kernel_path
+    assert torch.equal(torch.random.get_rng_state(), before)
+    assert path == ctx.build_model().kernel_path
+
+
+def test_metric_spec_makes_its_rows() -> None:
+    spec = MetricSpec("latency_ms", "ms", False, "doc")
+    row = spec.metric(1.5, method="m", n_samples=3, extra={"a": 1})
+    assert row == Metric(name="latency_ms", unit="ms", value=1.5, higher_is_better=False,
+                         method="m", n_samples=3, extra={"a": 1})
+    assert spec.metric(None, status="unavailable", error="why").status == "unavailable"
+
+
+@pytest.mark.parametrize("name", [n for n in tasks.names()
+                                  if tasks.get(n).metrics == _seqtask.METRICS])
+def test_generated_tasks_are_registered_under_the_name_they_give_once(name: str) -> None:
+    task = tasks.get(name)
+    assert task.kind == "accuracy" and task.headline == "accuracy"
+    module = __import__(f"tasks.{name}", fromlist=["TASK"])
+    if hasattr(module, "problem"):  # built by register_generated
+        assert module.TASK is task and module.run is task.run
+        problem = module.problem(build_config(task.config_cls, {}, name))
+        assert isinstance(problem, _seqtask.Problem) and problem.vocab_size > 0
+
+
+# The resolved config's keys, in order, are hashed into a cell's id: TimingConfig must not
+# move a timed task's keys.
+TIMED_KEYS = {
+    "prefill_latency": ["ci_target", "max_samples", "max_attempts", "processes", "batch_size",
+                        "seq_len", "n_samples", "warmup", "min_sample_s", "max_total_s",
+                        "checkpoint"],
+    "decode_latency": ["ci_target", "max_samples", "max_attempts", "processes", "context_len",
+                       "batch_size", "n_samples", "warmup", "min_sample_s", "max_total_s",
+                       "checkpoint"],
+    "train_step_latency": ["ci_target", "max_samples", "max_attempts", "processes",
+                           "batch_size", "seq_len", "lr", "n_samples", "warmup",
+                           "min_sample_s", "max_total_s", "checkpoint"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(TIMED_KEYS))
+def test_timed_configs_keep_their_key_order(name: str) -> None:
+    assert list(tasks.resolve_config(name)) == TIMED_KEYS[name]

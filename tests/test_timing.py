@@ -410,7 +410,7 @@ def test_in_processes_forks_only_where_allowed() -> None:
     from tasks.instruments.timing import in_processes
 
     assert in_processes(3, os.getpid) == [os.getpid()]  # not fork-safe here: once, in place
-    code = ("import os; from harness import timing; timing.allow_fork(); "
+    code = ("import os; from tasks.instruments import timing; timing.allow_fork(); "
             "pids = timing.in_processes(3, os.getpid); "
             "assert len(set(pids)) == 3 and os.getpid() not in pids, pids; print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -422,7 +422,7 @@ def test_in_processes_reports_a_child_failure() -> None:
     import subprocess
     import sys
 
-    code = ("from harness import timing; timing.allow_fork()\n"
+    code = ("from tasks.instruments import timing; timing.allow_fork()\n"
             "def boom():\n    raise ValueError('inside the child')\n"
             "try:\n    timing.in_processes(2, boom)\n"
             "except RuntimeError as err:\n    assert 'inside the child' in str(err); print('ok')")

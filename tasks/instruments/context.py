@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -23,6 +23,8 @@ class CellContext:
     threads: int
     cell_id: str | None = None
     checkpoint_dir: str | None = None  # where tasks that train may save their model
+    # the kernel path of the last model built or loaded here (see :attr:`kernel_path`)
+    _kernel_path: str | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def torch_device(self) -> torch.device:
@@ -36,7 +38,23 @@ class CellContext:
         """The cell's architecture, seeded, on the cell's device and dtype, in eval mode."""
         torch.manual_seed(self.seed)
         model = architectures.build(self.arch, **{**self.arch_config, **overrides})
-        return model.to(device=self.torch_device, dtype=self.torch_dtype).eval()
+        return self._record(model.to(device=self.torch_device, dtype=self.torch_dtype).eval())
+
+    def _record(self, model: torch.nn.Module) -> torch.nn.Module:
+        self._kernel_path = model.kernel_path
+        return model
+
+    @property
+    def kernel_path(self) -> str:
+        """The concrete kernels the cell's model runs (``model.kernel_path``): of the last model
+        :meth:`build_model` or :meth:`model` made in this process. Where none was (a timed task
+        builds its model in a forked child), the cell's architecture is built once on the
+        ``meta`` device to read it: no memory, no compute, the global RNG untouched."""
+        if self._kernel_path is None:
+            with torch.random.fork_rng(devices=[]), torch.device("meta"):
+                model = architectures.build(self.arch, **self.arch_config)
+            self._kernel_path = model.kernel_path
+        return self._kernel_path
 
     def checkpoint_path(self, spec: str) -> str | None:
         """The file a task config's ``checkpoint`` names: a path, or ``task:NAME`` for the
@@ -69,7 +87,7 @@ class CellContext:
         if model.variant != self.arch:
             raise ValueError(f"checkpoint {path} holds a {model.variant} model, but the cell's "
                              f"architecture is {self.arch}")
-        return model
+        return self._record(model)
 
     def generator(self, offset: int = 0) -> torch.Generator:
         """A local RNG (never the global one) for task data; ``offset`` separates streams."""
