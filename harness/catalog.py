@@ -23,8 +23,9 @@ def task_entry(name: str) -> dict[str, Any]:
     return {"name": name, "kind": t.kind, "version": t.version, "headline": t.headline,
             "config": tasks.resolve_config(name), "doc": t.doc.strip(), "ranked": t.ranked,
             "unranked_reason": t.unranked_reason, "needs_causal": t.needs_causal,
+            "sweep_key": t.sweep_key,
             "metrics": [{"name": m.name, "unit": m.unit, "higher_is_better": m.higher_is_better,
-                         "doc": m.doc} for m in t.metrics]}
+                         "doc": m.doc, "swept": m.swept, "role": m.role} for m in t.metrics]}
 
 
 def listing(what: str) -> list[dict[str, Any]]:

@@ -29,13 +29,14 @@ if TYPE_CHECKING:
 MS = 1e3
 
 LATENCY = MetricSpec("latency_ms", "ms", False,
-                     "median wall-clock latency of one call (ms), IQR and 95% CI of the median")
+                     "median wall-clock latency of one call (ms), IQR and 95% CI of the median",
+                     swept=True)
 TOKENS_PER_S = MetricSpec("tokens_per_s", "tokens/s", True,
                           "tokens per call / per-call latency, median over samples")
 LATENCY_VS_REF = MetricSpec(
     "latency_vs_ref", "x reference", False,
     "median latency / median latency of a fixed reference matmul timed in the same rounds: "
-    "comparable across processes and load (spread from per-round ratios)")
+    "comparable across processes and load (spread from per-round ratios)", swept=True)
 LATENCY_SPECS = (LATENCY, TOKENS_PER_S, LATENCY_VS_REF)
 
 VS_REF_METHOD = (

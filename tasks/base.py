@@ -74,6 +74,11 @@ class MetricSpec:
     unit: str
     higher_is_better: bool | None
     doc: str = ""
+    # fitted against the task's ``sweep_key`` (scaling exponents, crossovers, scaling plots)
+    swept: bool = False
+    # its part in a figure combining tasks: "forward_flop_per_token" x "forward_tokens_per_s"
+    # at the same shape is the achieved FLOP/s (harness.derive)
+    role: str = ""
 
     def metric(self, value: float | None, **fields: Any) -> Metric:
         """A row of this metric: name, unit and direction from the spec, the rest (method,
@@ -101,3 +106,5 @@ class Task:
     unranked_reason: str = ""
     # the machine's matmul peak for this setting (achieved FLOP/s); measured in the cell once
     needs_peak: bool = False
+    # the config key a length sweep of this task varies (its ``swept`` metrics are fitted on it)
+    sweep_key: str | None = None

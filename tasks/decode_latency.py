@@ -22,7 +22,8 @@ from tasks.instruments.timing import in_processes, pooled
 
 STATE_SPECS = MEASURED, ANALYTIC = (
     MetricSpec("state_bytes_measured", "bytes", False,
-               "elements of the decode-state tensors after prefilling L tokens x element size"),
+               "elements of the decode-state tensors after prefilling L tokens x element size",
+               swept=True),
     MetricSpec("state_bytes_analytic", "bytes", False,
                "the variant's analytic state_size(L) x batch x element size"),
 )
@@ -86,4 +87,5 @@ def state_metrics(measured: int, analytic: int, extra: dict[str, Any]) -> list[M
 TASK = tasks.register(Task(
     name="decode_latency", kind="efficiency", version=4, config_cls=Config, run=run,
     headline="latency_ms", doc=__doc__ or "", metrics=(*LATENCY_SPECS, *STATE_SPECS),
+    sweep_key="context_len",
 ))

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 import tasks
-from tasks.base import Metric, Task
+from tasks.base import Metric, MetricSpec, Task
 from tasks.instruments.context import CellContext
 from tasks.instruments.energy import EnergyUnavailable, measure_energy, select_meter
 
@@ -35,9 +35,7 @@ def run(cfg: Config, ctx: CellContext) -> list[Metric]:
     try:
         meter = select_meter(ctx.device)
     except EnergyUnavailable as err:
-        return [Metric(name="energy_per_token_j", unit="J/token", value=None,
-                       higher_is_better=False, status="unavailable", error=str(err),
-                       extra=extra)]
+        return [NET.metric(None, status="unavailable", error=str(err), extra=extra)]
     model = ctx.model(cfg.checkpoint)
     tokens = ctx.random_tokens(cfg.batch_size, cfg.seq_len, model.config["vocab_size"])
     with torch.inference_mode():
@@ -51,16 +49,21 @@ def run(cfg: Config, ctx: CellContext) -> list[Metric]:
             "baseline_window_s": m.baseline_window_s, "meter_samples": m.samples,
             "domains": list(m.domains)}
     return [
-        Metric(name="energy_per_token_j", unit="J/token", value=m.net_joules / n_tokens,
-               higher_is_better=False, method=f"{m.method}, net of idle baseline",
+        NET.metric(m.net_joules / n_tokens, method=f"{m.method}, net of idle baseline",
                n_samples=m.samples, extra=info),
-        Metric(name="energy_per_token_gross_j", unit="J/token", value=m.gross_joules / n_tokens,
-               higher_is_better=False, method=f"{m.method}, gross", n_samples=m.samples,
+        GROSS.metric(m.gross_joules / n_tokens, method=f"{m.method}, gross", n_samples=m.samples,
                extra=info),
     ]
+
+
+NET = MetricSpec("energy_per_token_j", "J/token", False,
+                 "energy per token of a forward pass, net of the idle baseline")
+GROSS = MetricSpec("energy_per_token_gross_j", "J/token", False,
+                   "energy per token of a forward pass, idle baseline included")
 
 
 TASK = tasks.register(Task(
     name="energy", kind="efficiency", version=1, config_cls=Config, run=run,
     headline="energy_per_token_j", doc=__doc__ or "", needs_causal=False,
+    metrics=(NET, GROSS), sweep_key="seq_len",
 ))

@@ -21,9 +21,14 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 import tasks
-from tasks.base import Metric, Task
+from tasks.base import Metric, MetricSpec, Task
 from tasks.instruments.context import CellContext
 
+FORWARD = MetricSpec("forward_flops_per_token", "FLOP/token", False,
+                     "FLOP of one forward pass per token, counted by torch's FlopCounterMode",
+                     role="forward_flop_per_token")
+TRAIN = MetricSpec("train_flops_per_token", "FLOP/token", False,
+                   "FLOP of one forward and backward pass per token (FlopCounterMode)")
 METHOD = (
     "torch.utils.flop_counter.FlopCounterMode, one {what} over (B, T) tokens / (B*T); counts "
     "matmul, convolution and attention FLOPs only (2 per multiply-add, attention dense): "
@@ -128,11 +133,9 @@ def run(cfg: Config, ctx: CellContext) -> list[Metric]:
     extra = {"batch_size": cfg.batch_size, "seq_len": cfg.seq_len,
              "checkpoint": ctx.checkpoint_path(cfg.checkpoint)}
     return [
-        Metric(name="forward_flops_per_token", unit="FLOP/token", value=fwd / n_tokens,
-               higher_is_better=False, method=METHOD.format(what="forward"),
+        FORWARD.metric(fwd / n_tokens, method=METHOD.format(what="forward"),
                extra={**extra, "total_flops": fwd, "by_op": fwd_ops}),
-        Metric(name="train_flops_per_token", unit="FLOP/token", value=train / n_tokens,
-               higher_is_better=False, method=METHOD.format(what="forward + backward"),
+        TRAIN.metric(train / n_tokens, method=METHOD.format(what="forward + backward"),
                extra={**extra, "total_flops": train, "by_op": train_ops}),
     ]
 
@@ -140,4 +143,5 @@ def run(cfg: Config, ctx: CellContext) -> list[Metric]:
 TASK = tasks.register(Task(
     name="flops", kind="efficiency", version=1, config_cls=Config, run=run,
     headline="forward_flops_per_token", doc=__doc__ or "", needs_causal=False, needs_peak=True,
+    metrics=(FORWARD, TRAIN), sweep_key="seq_len",
 ))

@@ -13,11 +13,18 @@ from dataclasses import dataclass
 import torch
 
 import tasks
-from tasks.base import Metric, Task
+from tasks.base import Metric, MetricSpec, Task
 from tasks.instruments.context import CellContext
 from tasks.instruments.memory import cpu_peak_available, measure_peak
 
 MIB = 2**20
+PEAK, PARAMS, STATE = SPECS = (
+    MetricSpec("peak_memory_mib", "MiB", False, "peak memory of a forward pass above the "
+               "baseline before it (RSS on CPU, the allocator's peak on CUDA)", swept=True),
+    MetricSpec("param_bytes", "bytes", False, "analytic: parameter elements x element size"),
+    MetricSpec("state_bytes", "bytes", False,
+               "analytic: decoding state elements after seq_len tokens x element size"),
+)
 # Freed buffers go back to the OS so the phase's peak RSS is visible (docs/METHOD.md, Memory).
 # Only memory cells get this: it roughly doubles the cost of a training step.
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "65536"}
@@ -40,25 +47,21 @@ def run(cfg: Config, ctx: CellContext) -> list[Metric]:
     extra = {"batch_size": cfg.batch_size, "seq_len": cfg.seq_len,
              "checkpoint": ctx.checkpoint_path(cfg.checkpoint)}
     analytic = [
-        Metric(name="param_bytes", unit="bytes", higher_is_better=False,
-               value=float(sum(p.numel() * p.element_size() for p in model.parameters())),
-               method="analytic: sum of parameter numel x element size", extra=extra),
-        Metric(name="state_bytes", unit="bytes", higher_is_better=False,
-               value=float(model.state_bytes(cfg.seq_len, cfg.batch_size)),
-               method="analytic: decoding state elements after seq_len tokens x element size",
-               extra=extra),
+        PARAMS.metric(float(sum(p.numel() * p.element_size() for p in model.parameters())),
+                      method="analytic: sum of parameter numel x element size", extra=extra),
+        STATE.metric(float(model.state_bytes(cfg.seq_len, cfg.batch_size)),
+                     method="analytic: decoding state elements after seq_len tokens x element "
+                            "size", extra=extra),
     ]
     reason = cpu_peak_available() if ctx.torch_device.type == "cpu" else None
     if reason is not None:
-        peak = Metric(name="peak_memory_mib", unit="MiB", value=None, higher_is_better=False,
-                      status="unavailable", error=reason, extra=extra)
+        peak = PEAK.metric(None, status="unavailable", error=reason, extra=extra)
         return [peak, *analytic]
     with torch.inference_mode():
         model(tokens)  # warm-up: first-call allocations are not the phase's peak
         reading = measure_peak(lambda: model(tokens), ctx.device)
-    peak = Metric(
-        name="peak_memory_mib", unit="MiB", value=reading.peak_bytes_above_baseline / MIB,
-        higher_is_better=False, method=reading.method,
+    peak = PEAK.metric(
+        reading.peak_bytes_above_baseline / MIB, method=reading.method,
         extra={**extra, "baseline_bytes": reading.baseline_bytes,
                "peak_bytes": reading.peak_bytes,
                "max_allocated_bytes": getattr(reading, "max_allocated_bytes", None),
@@ -70,4 +73,5 @@ def run(cfg: Config, ctx: CellContext) -> list[Metric]:
 TASK = tasks.register(Task(
     name="peak_memory", kind="efficiency", version=1, config_cls=Config, run=run,
     headline="peak_memory_mib", doc=__doc__ or "", needs_causal=False, env=MALLOC_ENV,
+    metrics=SPECS, sweep_key="seq_len",
 ))

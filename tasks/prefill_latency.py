@@ -8,12 +8,12 @@ measurement taken under contention is re-measured (``tasks.instruments.timing``;
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 import tasks
-from tasks._timed import LATENCY_SPECS, TimingConfig, latency_metrics
+from tasks._timed import LATENCY_SPECS, TOKENS_PER_S, TimingConfig, latency_metrics
 from tasks.base import Metric, Task
 from tasks.instruments.context import CellContext
 from tasks.instruments.timing import Timing, in_processes, pooled
@@ -48,7 +48,12 @@ def run(cfg: Config, ctx: CellContext) -> list[Metric]:
     return latency_metrics(pooled(results), cfg.batch_size * cfg.seq_len, extra)
 
 
+# a forward pass's tokens/s: times the flops task's FLOP/token, the achieved FLOP/s
+PREFILL_SPECS = tuple(replace(s, role="forward_tokens_per_s") if s is TOKENS_PER_S else s
+                      for s in LATENCY_SPECS)
+
 TASK = tasks.register(Task(
     name="prefill_latency", kind="efficiency", version=3, config_cls=Config, run=run,
-    headline="latency_ms", doc=__doc__ or "", needs_causal=False, metrics=LATENCY_SPECS,
+    headline="latency_ms", doc=__doc__ or "", needs_causal=False, metrics=PREFILL_SPECS,
+    sweep_key="seq_len",
 ))

@@ -65,5 +65,5 @@ def run(cfg: Config, ctx: CellContext) -> list[Metric]:
 
 TASK = tasks.register(Task(
     name="train_step_latency", kind="efficiency", version=3, config_cls=Config, run=run,
-    headline="latency_ms", doc=__doc__ or "", metrics=LATENCY_SPECS,
+    headline="latency_ms", doc=__doc__ or "", metrics=LATENCY_SPECS, sweep_key="seq_len",
 ))

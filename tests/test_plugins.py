@@ -128,3 +128,51 @@ def test_cell_worker_loads_entry_points(tmp_path: Path) -> None:
                    cwd=ROOT, env=env, check=True, timeout=120)
     outcome = json.loads(out_path.read_text())
     assert outcome["status"] == "ok", outcome.get("error")
+
+
+BUILD_SITE = '''
+import sys
+from pathlib import Path
+import architectures
+from harness import api, plugins
+if sys.argv[3]:
+    plugins.load(sys.argv[3])
+api.build_site(Path(sys.argv[2]), db_url=sys.argv[1])
+print(sorted(architectures.names()) if sys.argv[3] else "", "plugin_site" in sys.modules or
+      any(m.startswith("archbench_plugin_") for m in sys.modules))
+'''
+
+
+@pytest.mark.slow
+def test_site_of_a_plugin_variant_is_the_same_without_the_plugin_loaded(tmp_path: Path) -> None:
+    """A run measures a plugin variant; the site built in a process that loads the plugin and
+    in one that never does are byte for byte the same (pages read the database alone)."""
+    plugin = tmp_path / "plugin_site.py"
+    plugin.write_text(GOOD.replace("{name}", "toy_site"))
+    suite = tmp_path / "plugin.yaml"
+    suite.write_text(textwrap.dedent("""\
+        name: plugin
+        hardware: {device: cpu, dtype: float32, threads: 1}
+        seeds: [0]
+        model: {d_model: 16, n_layers: 1}
+        architectures: {toy_site: {}, transformer: {}}
+        tasks: {peak_memory: {seq_len: 16}}
+        """))
+    url = f"sqlite:///{tmp_path / 'plugin.db'}"
+    done = archbench("--db", url, "--plugin", str(plugin), "run", "--suite", str(suite),
+                     "--no-progress")
+    assert done.returncode == 0, done.stderr
+    sites = {}
+    for name, with_plugin in (("loaded", str(plugin)), ("absent", "")):
+        out = subprocess.run([sys.executable, "-c", BUILD_SITE, url, str(tmp_path / name),
+                              with_plugin], cwd=ROOT, capture_output=True, text=True,
+                             timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert out.returncode == 0, out.stderr
+        loaded = out.stdout.split()[-1] == "True"
+        assert loaded == bool(with_plugin)  # the plugin was loaded in one process only
+        root = tmp_path / name
+        sites[name] = {str(p.relative_to(root)): p.read_bytes()
+                       for p in root.rglob("*") if p.is_file()}
+    assert "arch/toy_site.html" in sites["absent"]
+    assert b"toy_site" in sites["absent"]["index.html"]
+    assert sites["loaded"] == sites["absent"]

@@ -48,7 +48,6 @@ LONG_FUNCTIONS = {
     "tasks/instruments/contention.py:window": "one contention window: every probe read, "
                                               "compared and explained",
     "harness/suite.py:load": "the suite's fields checked in file order",
-    "tasks/lm_bpb.py:run": "train then score on the byte corpus: one protocol, its steps in order",
 }
 
 
