@@ -9,6 +9,13 @@ Prints a markdown table of median milliseconds per call and the log-log slope of
 latency on T (`instruments.stats.loglog_slope`: ~1 linear, ~2 quadratic), and writes every sample
 to JSON. Float32 on CPU, B = 1, inference mode, torch threads fixed (2 by default). Needs the
 project installed (`make` installs it editable).
+
+Why this is not the efficiency suite: a suite measures each (variant, T) in its own isolated
+cell process, one after another, which is what a leaderboard row needs (no shared allocator or
+thread pool, a timeout and memory cap per cell) and what ``harness.derive`` fits exponents on.
+This script is the opposite control: every variant in one process, interleaved round by round,
+so slow drifts of a shared machine hit all variants alike and the ratios between them are the
+cleanest this machine gives. When the two disagree, the machine, not the code, is the suspect.
 """
 
 from __future__ import annotations

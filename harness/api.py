@@ -1,12 +1,12 @@
 """archbench's Python API: every step the CLI offers, callable from a notebook or a scheduler.
 
     import harness
-    summary = harness.run_suite("quick", db="results/archbench.db")
-    harness.build_site("site-out", db="results/archbench.db")
+    summary = harness.run_suite("quick", db_url="results/archbench.db")
+    harness.build_site("site-out", db_url="results/archbench.db")
 
 The CLI (:mod:`harness.cli`) only parses arguments, calls these and prints what they return.
 Bad input raises the same one-line errors the CLI turns into exit 2 (``SuiteError``,
-``ConfigError``, ``DbUrlError``...). ``db`` is a URL or SQLite path; None means
+``ConfigError``, ``DbUrlError``...). ``db_url`` is a URL or SQLite path; None means
 ``$ARCHBENCH_DB``, else ``results/archbench.db`` (:func:`harness.dburl.resolve`).
 """
 
