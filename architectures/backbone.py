@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from architectures.configs import as_dict, build_config
 
+from . import _hf, _hf_model
 from ._common import REGISTRY, ConfigError, Variant, check_fields, choice, integer
 from ._common import unknown_keys_message as _unknown_keys_message
 
@@ -62,18 +63,22 @@ class BackboneConfig:
 _BACKBONE_KEYS = frozenset(f.name for f in fields(BackboneConfig))
 
 
-def names() -> list[str]:
-    """Registered architecture names, sorted."""
-    return REGISTRY.names()
+def names(include_hf: bool = False) -> list[str]:
+    """Registered architecture names, sorted; with `include_hf`, then the supported `hf:` model
+    types the installed transformers has (`architectures._hf`; any `hf:` name resolves)."""
+    return REGISTRY.names() + (_hf.names() if include_hf else [])
 
 
 def get(name: str) -> Variant:
-    """The registered variant `name`; a miss raises RegistryError naming close matches."""
-    return REGISTRY.get(name)
+    """The registered variant `name` (or an `hf:` one); a miss raises RegistryError naming
+    close matches."""
+    return _hf.variant(name) if _hf.is_hf(name) else REGISTRY.get(name)
 
 
 def config_keys(name: str) -> list[str]:
     """Allowed config keys of `name`: backbone keys plus its mixer keys, sorted."""
+    if _hf.is_hf(name):
+        return _hf.config_keys(name)
     variant = get(name)
     mixer_keys = {f.name for f in fields(variant.config_cls)}
     if mixer_keys & _BACKBONE_KEYS:  # a variant bug, not a user error
@@ -101,6 +106,8 @@ def fixed_keys(name: str) -> dict[str, Any]:
 def check_keys(name: str, config: dict[str, Any]) -> None:
     """ConfigError for a key `name` does not accept or a fixed key given another value; the
     checks that do not depend on the width (the sizer runs them before searching widths)."""
+    if _hf.is_hf(name):
+        return _hf.check_keys(name, config)
     variant, allowed = get(name), config_keys(name)
     unknown = sorted(set(config) - set(allowed))
     if unknown:
@@ -141,12 +148,17 @@ def _canonical(backbone: BackboneConfig, mixer: Any) -> dict[str, Any]:
 
 def resolve_config(name: str, **config: Any) -> dict[str, Any]:
     """Full config of `name`, every default filled, keys sorted; bad input raises ConfigError."""
+    if _hf.is_hf(name):
+        return _hf.resolve_config(name, **config)
     _, backbone, mixer = _parse(name, config)
     return _canonical(backbone, mixer)
 
 
 def build(name: str, **config: Any) -> LanguageModel:
-    """A `LanguageModel` of `name`, initialised from the global torch RNG as the caller seeded."""
+    """A `LanguageModel` of `name`, initialised from the global torch RNG as the caller seeded;
+    an `hf:` name gives the same contract around a transformers model (`_hf_model`)."""
+    if _hf.is_hf(name):
+        return _hf_model.build(name, **config)  # type: ignore[return-value]
     variant, backbone, mixer = _parse(name, config)
     return LanguageModel(variant, backbone, mixer)
 
@@ -158,6 +170,8 @@ def same_function(name: str, config: dict[str, Any], seq_len: int) -> str | None
     Backed by an optional `same_function(seq_len, backbone)` method on the variant's mixer
     config class; planning uses it to warn about cells that duplicate each other.
     """
+    if _hf.is_hf(name):
+        return None
     _, backbone, mixer = _parse(name, dict(config))
     check = getattr(mixer, "same_function", None)
     return None if check is None else check(seq_len, backbone)

@@ -26,11 +26,13 @@ from harness import (
     dburl,
     derive,
     doctor,
+    executors,
     export,
     nightly,
     outputs,
     plan,
     plugins,
+    ray_executor,
     render,
     runner,
     suite,
@@ -67,6 +69,21 @@ class RunSummary:
     derived: int
     url: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def make_executor(name: str = "local", *, address: str | None = None,
+                  plugins: tuple[str, ...] = (), jobs: int = 1, memory_limit: int | None = None,
+                  spawner: Spawner | None = None) -> executors.Executor:
+    """The executor ``name`` (``executors.EXECUTORS``); bad input raises ``ExecutorError``."""
+    if name not in executors.EXECUTORS:
+        raise executors.ExecutorError(f"--executor: allowed: {', '.join(executors.EXECUTORS)}; "
+                                      f"got {name!r}")
+    if name == "local":
+        if address:
+            raise executors.ExecutorError("--address: only with --executor ray")
+        return executors.LocalExecutor(plugins, jobs=jobs, memory_limit=memory_limit,
+                                       spawner=spawner)
+    return ray_executor.RayExecutor(plugins, address=address, memory_limit=memory_limit)
 
 
 def load_plugins(paths: Sequence[str | Path] = ()) -> tuple[str, ...]:
@@ -107,16 +124,24 @@ def run_suite(suite_ref: str, *, db_url: str | None = None, device: str | None =
               on_plan: Callable[[int, int], None] | None = None,
               on_start: Callable[[Cell], None] | None = None,
               on_done: Callable[[Any], None] | None = None,
-              on_warnings: Callable[[list[str]], None] | None = None) -> RunSummary:
+              on_warnings: Callable[[list[str]], None] | None = None,
+              executor: str = "local", address: str | None = None) -> RunSummary:
     """Run a suite into the database (re-running resumes), then refresh the derived figures.
 
     Each cell runs in its own isolated process; a failing cell is stored with its status and
-    the run goes on. The callbacks report progress (``harness.progress.Progress`` has them)."""
+    the run goes on. The callbacks report progress (``harness.progress.Progress`` has them).
+    ``executor``: ``local`` (this machine, ``jobs`` accuracy cells at once) or ``ray`` (Ray
+    tasks on the cluster at ``address``, ``auto`` for the one on this machine, or a private
+    one on 127.0.0.1 when None; :mod:`harness.executors`)."""
     url = dburl.resolve(db_url)
     resolved = load_plugins(plugin_paths)
-    spawner = Spawner(resolved)  # the cell server imports torch while the suite is planned
+    # a local cell server imports torch while the suite is planned
+    spawner = Spawner(resolved) if executor == "local" else None
+    ex = make_executor(executor, address=address, plugins=resolved, jobs=jobs,
+                        memory_limit=memory_limit, spawner=spawner)
     try:
-        spawner.warm()
+        if spawner is not None:
+            spawner.warm()
         s = suite.load(suite_ref, device=device, dtype=dtype, threads=threads)
         cells = plan.plan(s)
         warnings = plan.warnings(cells)
@@ -129,12 +154,20 @@ def run_suite(suite_ref: str, *, db_url: str | None = None, device: str | None =
             cells, engine, suite_name=s.name, timeout_s=timeout_s or s.timeout_s,
             plugins=resolved, headlines={name: tasks.get(name).headline for name in s.tasks},
             on_plan=on_plan, on_start=on_start, on_done=on_done, jobs=jobs,
-            memory_limit=memory_limit or getattr(s, "memory_limit", None), spawner=spawner,
-            rerun=rerun, config=suite.as_record(s))
+            memory_limit=memory_limit or getattr(s, "memory_limit", None),
+            rerun=rerun, config=suite.as_record(s), executor=_with_limit(ex, memory_limit, s))
     finally:
-        spawner.close()
+        ex.close()
+        if spawner is not None:
+            spawner.close()
     derived = derive.refresh(engine, report.code_version, run_id=report.run_id)
     return RunSummary(report, cells, warnings, derived, url)
+
+
+def _with_limit(ex: executors.Executor, flag: int | None, s: Any) -> executors.Executor:
+    """The executor with the cell memory cap: the flag, else the suite's ``memory_limit``."""
+    ex.memory_limit = flag or getattr(s, "memory_limit", None)
+    return ex
 
 
 def build_site(out: str | Path, *, db_url: str | None = None) -> Path:
@@ -164,11 +197,22 @@ def upgrade_db(db_url: str | None = None) -> tuple[int | None, int]:
 
 
 def run_nightly(config: str | Path, *, db_url: str | None = None,
-                plugin_paths: Sequence[str | Path] = ()) -> nightly.NightlyReport:
-    """The nightly suites, regression detection and site, as ``archbench nightly``."""
+                plugin_paths: Sequence[str | Path] = (), executor: str = "local",
+                address: str | None = None) -> nightly.NightlyReport:
+    """The nightly suites, regression detection and site, as ``archbench nightly``;
+    ``executor`` and ``address`` as for :func:`run_suite`."""
     cfg = nightly.load_config(config)  # a bad config fails before any work
     resolved = load_plugins(plugin_paths)
-    return nightly.run_nightly(cfg, dburl.resolve(db_url), resolved)
+    url = dburl.resolve(db_url)
+    ex = None if executor == "local" else make_executor(executor, address=address,
+                                                         plugins=resolved)
+    if ex is None and address:
+        raise executors.ExecutorError("--address: only with --executor ray")
+    try:
+        return nightly.run_nightly(cfg, url, resolved, executor=ex)
+    finally:
+        if ex is not None:
+            ex.close()
 
 
 def compare_runs(a: str, b: str, *, db_url: str | None = None,

@@ -30,7 +30,8 @@ def task_entry(name: str) -> dict[str, Any]:
 
 def listing(what: str) -> list[dict[str, Any]]:
     if what == "architectures":
-        return [architecture_entry(n) for n in architectures.names()]
+        # registered variants, then the hf: model types the installed transformers has
+        return [architecture_entry(n) for n in architectures.names(include_hf=True)]
     if what == "tasks":
         return [task_entry(n) for n in tasks.names()]
     return [{"name": p.stem, "path": str(p)} for p in sorted(SUITES_DIR.glob("*.yaml"))]

@@ -30,6 +30,7 @@ from harness import (
     compare,
     db,
     dburl,
+    executors,
     nightly,
     outputs,
     plugins,
@@ -43,7 +44,7 @@ from harness.progress import Progress
 USER_ERRORS: tuple[type[Exception], ...] = (
     suite.SuiteError, ConfigError, plugins.PluginError, RegistryError, dburl.DbUrlError,
     outputs.OutputError, db.SchemaError, nightly.NightlyError, compare.CompareError,
-    claims.ClaimError)
+    claims.ClaimError, executors.ExecutorError)
 MAX_TIMEOUT_S = 7 * 24 * 3600.0
 NEEDS_REGISTRY = {"run", "plan", "nightly"}
 RERUN = runner.RERUN
@@ -105,6 +106,7 @@ def _run_parsers(sub: Any) -> None:
     rn.add_argument("--memory-limit", metavar="SIZE",
                     help="address-space cap of each CPU cell, e.g. 4GiB or 512MiB (default: "
                     "the suite's memory_limit, else 80%% of RAM over --jobs)")
+    executors.add_flags(rn)
 
     pl = sub.add_parser("plan", help="print a suite's cells, warnings and an ETA; runs nothing")
     _setting_flags(pl)
@@ -146,6 +148,7 @@ def _report_parsers(sub: Any) -> None:
                         "confirmed regression, 2 error)")
     nt.add_argument("--config", required=True, metavar="FILE.yaml",
                     help="nightly config (see examples/nightly/nightly.yaml)")
+    executors.add_flags(nt)
 
     cp = sub.add_parser("compare", help="compare two runs, code versions or databases")
     cp.add_argument("a", metavar="A", help="run id, code version (git:...) or database")
@@ -252,7 +255,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             timeout_s=args.timeout, jobs=args.jobs, memory_limit=memory_limit,
             rerun=args.rerun, plugin_paths=args.plugin, checkpoints=args.checkpoints,
             on_plan=progress.plan, on_start=progress.start, on_done=progress.done,
-            on_warnings=warn)
+            on_warnings=warn, executor=args.executor, address=args.address)
     return _report_run(args, summary)
 
 
@@ -344,7 +347,8 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 
 def cmd_nightly(args: argparse.Namespace) -> int:
-    report = api.run_nightly(args.config, db_url=db_url(args), plugin_paths=args.plugin)
+    report = api.run_nightly(args.config, db_url=db_url(args), plugin_paths=args.plugin,
+                             executor=args.executor, address=args.address)
     for change in report.changes:
         print(f"{change['change']}{'' if change['confirmed'] else ' (unconfirmed)'}: "
               f"{change['arch']} x {change['task']} {change['metric']} "

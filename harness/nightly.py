@@ -259,9 +259,10 @@ def detect(engine: Engine, run_ids: set[str], kinds: dict[str, str], cfg: Regres
 
 
 def run_nightly(cfg: NightlyConfig, url: str, plugins: tuple[str, ...] = (),
-                on_line: Any = print) -> NightlyReport:
+                on_line: Any = print, executor: Any = None) -> NightlyReport:
     """The whole nightly (see the module docstring); never raises for a failed cell or a
-    detection problem: those are in the report's errors, with exit code 2."""
+    detection problem: those are in the report's errors, with exit code 2. ``executor``
+    (:mod:`harness.executors`) runs every suite's cells; None: a local one per suite."""
     engine = db.connect(url)
     nightly_id = uuid.uuid4().hex[:12]
     report = NightlyReport(nightly_id, db.now().isoformat(timespec="seconds"))
@@ -269,7 +270,8 @@ def run_nightly(cfg: NightlyConfig, url: str, plugins: tuple[str, ...] = (),
     with lock(engine):
         planned = {s.name: plan.plan(s) for s in suites}
         device = next((c.device for cells in planned.values() for c in cells), "cpu")
-        report.fingerprint = fingerprint(device).fingerprint
+        report.fingerprint = (executor.hardware(device) if executor else
+                              fingerprint(device)).fingerprint
         report.code_version = code_version()
         db.start_nightly(engine, nightly_id, report.fingerprint, report.code_version,
                          cfg.as_record())
@@ -279,7 +281,7 @@ def run_nightly(cfg: NightlyConfig, url: str, plugins: tuple[str, ...] = (),
             run_ids: set[str] = set()
             for s in suites:
                 result = _run_suite(runner, engine, s, planned[s.name], cfg.rerun, "nightly",
-                                    nightly_id, plugins, suite.as_record(s))
+                                    nightly_id, plugins, suite.as_record(s), executor)
                 run_ids.add(result.run_id)
                 report.runs.append(_run_summary(result, s.name, "nightly"))
                 on_line(f"nightly {nightly_id}: ran {s.name}: {_statuses(result)}")
@@ -294,7 +296,7 @@ def run_nightly(cfg: NightlyConfig, url: str, plugins: tuple[str, ...] = (),
                     if not again_cells:
                         continue
                     result = _run_suite(runner, engine, s, again_cells, "all", "confirm",
-                                        nightly_id, plugins, suite.as_record(s))
+                                        nightly_id, plugins, suite.as_record(s), executor)
                     confirm_runs.add(result.run_id)
                     report.runs.append(_run_summary(result, s.name, "confirm"))
                 confirm_id = ",".join(sorted(confirm_runs)) or None
@@ -339,11 +341,12 @@ def run_nightly(cfg: NightlyConfig, url: str, plugins: tuple[str, ...] = (),
 
 
 def _run_suite(runner: Any, engine: Engine, s: Any, cells: list[Any], rerun: str, kind: str,
-               nightly_id: str, plugins: tuple[str, ...], record: dict[str, Any]) -> Any:
+               nightly_id: str, plugins: tuple[str, ...], record: dict[str, Any],
+               executor: Any = None) -> Any:
     headlines = {name: tasks.get(name).headline for name in s.tasks}
     return runner.run(cells, engine, suite_name=s.name, timeout_s=s.timeout_s, plugins=plugins,
                       headlines=headlines, rerun=rerun, kind=kind, config=record,
-                      nightly_id=nightly_id)
+                      nightly_id=nightly_id, executor=executor)
 
 
 def _statuses(result: Any) -> str:

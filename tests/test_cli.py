@@ -18,7 +18,7 @@ from tests.conftest import write_suite
 def test_list_architectures_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["list", "architectures", "--json"]) == 0
     entries = json.loads(capsys.readouterr().out)
-    assert [e["name"] for e in entries] == architectures.names()
+    assert [e["name"] for e in entries] == architectures.names(include_hf=True)
     assert {"transformer", "linear_attention", "mamba", "hybrid"} <= {e["name"] for e in entries}
     for e in entries:
         assert e["family"] and isinstance(e["version"], int) and e["papers"] and e["doc"]

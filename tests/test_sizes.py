@@ -21,7 +21,6 @@ LONG_FILES = {
     "harness/export.py": "five export formats that share one streaming row encoder and one "
                          "atomic write; each format is a few short functions",
     "harness/suite.py": "the suite YAML's validation: one checked field after another",
-    "harness/runner.py": "the runner's scheduling, leases, retries and storage of a cell",
     "tasks/instruments/timing.py": "the adaptive timer and its forked measurement processes; "
                                    "its method is documented in one place",
     "tasks/instruments/energy.py": "four energy meters (RAPL, NVML, Apple, none) behind one "
@@ -31,8 +30,9 @@ LONG_FILES = {
 }
 
 LONG_FUNCTIONS = {
-    "harness/runner.py:run": "the run loop: claims, launches, collects and stores cells with "
-                             "leases and heartbeats; its steps share the loop's state",
+    "harness/runner.py:run": "the run's sequence (executor checks, hardware, abandoned runs, "
+                             "pending cells, run row, heartbeat, groups, finish) read top to "
+                             "bottom; a cell's steps are in _CellRun",
     "tasks/instruments/timing.py:time_fn": "the adaptive timer's loop (warm-up, interleaved "
                                            "reference, CI stop, contention re-measure) in one "
                                            "readable sequence, as docs/measurement.md gives it",
