@@ -255,3 +255,35 @@ def test_a_gpu_the_cluster_lacks_is_one_line(tmp_path: Path) -> None:
     _have_ray()
     line, _ = _bad(tmp_path, "--executor", "ray", "--device", "cuda")
     assert "has no GPU" in line
+
+
+def _descendants(pid: int) -> set[int]:
+    return {p for p in _pids() if pid in _ancestors(p)}
+
+
+@pytest.mark.slow
+def test_a_private_cluster_listens_on_loopback_only(tmp_path: Path) -> None:
+    """``--executor ray`` without ``--address`` starts its own cluster: every port any of its
+    processes opens, seen with ``ss`` while the run goes on, is on 127.0.0.1; the dashboard
+    head Ray still starts (it also serves jobs and reports usage) has usage reports off."""
+    _have_ray()
+    suite = write_suite(tmp_path / "private.yaml", ["transformer"],
+                        {"peak_memory": {"seq_len": 16}})
+    url = f"sqlite:///{tmp_path / 'private.db'}"
+    env = {k: v for k, v in _env().items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
+    run = subprocess.Popen(_cli(url, "--suite", str(suite), "--executor", "ray"), env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    seen: set[str] = set()
+    dashboards: set[int] = set()
+    while run.poll() is None:
+        family = _descendants(run.pid) | {run.pid}
+        seen.update(_listening(family))
+        dashboards |= {p for p in family if "dashboard/dashboard.py" in _cmdline(p)
+                       and _environ(p).get("RAY_USAGE_STATS_ENABLED") != "0"}
+        time.sleep(0.2)
+    out = run.stdout.read().decode(errors="replace")
+    assert run.returncode == 0, out[-3000:]
+    assert len(seen) >= 3, seen  # the GCS, the raylet and the object manager at least
+    assert all(a.rsplit(":", 1)[0] in ("127.0.0.1", "[::ffff:127.0.0.1]") for a in seen), seen
+    assert not dashboards, "a dashboard head without RAY_USAGE_STATS_ENABLED=0"
+    assert _measured(url)  # the cell was stored
