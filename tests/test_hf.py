@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import pytest
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # lm_eval imports datasets
 REQUIRED = os.environ.get("ARCHBENCH_REQUIRE_HF") == "1"
 if importlib.util.find_spec("transformers") is None and not REQUIRED:
     pytest.skip("transformers is not installed (pip install 'archbench[hf]')",
@@ -208,9 +210,42 @@ def test_a_suite_runs_hf_variants_through_the_tasks(tmp_path: Path) -> None:
 
 
 def test_our_mixers_agree_with_the_transformers_ones() -> None:
+    """Same weights, float32: the parallel forward and single-token steps after a prefill (each
+    side's own cache) agree within 1e-5 relative (benchmarks/hf_pairs.py has the mappings)."""
     from benchmarks.hf_pairs import pairs
 
     diffs = pairs()
-    assert set(diffs) == {"mamba / MambaMixer", "rwkv / RwkvSelfAttention",
-                          "transformer / LlamaAttention"}
-    assert all(d <= 1e-5 for d in diffs.values()), diffs
+    assert set(diffs) == {"mamba / MambaMixer", "mamba2 / Mamba2Mixer",
+                          "rwkv / RwkvSelfAttention", "transformer / LlamaAttention"}
+    assert all(set(d) == {"forward", "step"} for d in diffs.values())
+    assert all(v <= 1e-5 for d in diffs.values() for v in d.values()), diffs
+
+
+def _hf_logprob(model: torch.nn.Module, ctx: list[int], cont: list[int]) -> float:
+    """Sum of log p(cont | ctx) from the transformers model's own forward, no batching."""
+    tokens = torch.tensor([ctx + cont])
+    with torch.no_grad():
+        logp = model.hf(input_ids=tokens[:, :-1]).logits.log_softmax(-1)[0]  # (T-1, V)
+    return sum(logp[len(ctx) - 1 + j, c].item() for j, c in enumerate(cont))
+
+
+def test_lm_eval_scores_an_hf_model_as_its_own_forward() -> None:
+    pytest.importorskip("lm_eval")
+    from lm_eval.api.instance import Instance
+
+    from tasks._lm_eval_adapter import BOS, ArchbenchLM, encode
+
+    def req(kind: str, *args: str) -> Instance:
+        return Instance(request_type=kind, doc={}, arguments=args, idx=0, metadata=(None, 0, 1))
+
+    model = _model("hf:llama", vocab_size=256)  # byte-level: the adapter needs 256 tokens
+    lm = ArchbenchLM(model=model, batch_size=2)  # unequal lengths share a right-padded batch
+    pairs = [("The capital of France is", " Paris"), ("Hi", " there, friend"), ("", "abc")]
+    got = lm.loglikelihood([req("loglikelihood", c, x) for c, x in pairs])
+    for (ctx, cont), (lp, greedy) in zip(pairs, got, strict=True):
+        assert math.isfinite(lp) and lp < 0 and isinstance(greedy, bool)
+        assert lp == pytest.approx(_hf_logprob(model, encode(ctx) or [BOS], encode(cont)),
+                                   abs=1e-4)
+    text = "A short document. " * 3
+    (rolled,) = lm.loglikelihood_rolling([req("loglikelihood_rolling", text)])
+    assert rolled == pytest.approx(_hf_logprob(model, [BOS], encode(text)), abs=1e-3)
