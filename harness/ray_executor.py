@@ -22,6 +22,7 @@ from __future__ import annotations
 import atexit
 import os
 import socket
+import uuid
 from concurrent.futures import Future
 from functools import lru_cache
 from typing import Any
@@ -184,8 +185,6 @@ class RayExecutor(Executor):
         return Hardware(fingerprint=fp, stable=stable, volatile={})
 
     def begin(self) -> str:
-        import uuid  # lazy: stdlib, only here
-
         self.refs = []
         return uuid.uuid4().hex[:16]
 

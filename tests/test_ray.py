@@ -185,7 +185,8 @@ def test_a_killed_worker_loses_nothing_and_results_match_local(tmp_path: Path,
         assert time.monotonic() - started < 240, "no cell ever ran on the worker node"
         time.sleep(0.2)
     pids = _ray_pids(cluster["launcher"])
-    zygotes = {p for p in _pids() if "harness.zygote" in _cmdline(p)}
+    # this cluster's cell servers only (the machine may hold other tests' servers)
+    zygotes = {p for p in pids if "harness.zygote" in _cmdline(p)}
     workers = {_ppid(p) for p in zygotes} - zygotes - {None}
     envs = {p: _environ(p) for p in zygotes | workers}  # read now: a cell server may end
     envs_of_dashboard = {p: _environ(p).get("RAY_USAGE_STATS_ENABLED") == "0" for p in pids
