@@ -137,14 +137,12 @@ def run_suite(suite_ref: str, *, db_url: str | None = None, device: str | None =
     resolved = load_plugins(plugin_paths)
     # a local cell server imports torch while the suite is planned
     spawner = Spawner(resolved) if executor == "local" else None
-    ex = None
+    ex = make_executor(executor, address=address, plugins=resolved, jobs=jobs,
+                        memory_limit=memory_limit, spawner=spawner)
     try:
         if spawner is not None:
             spawner.warm()
         s = suite.load(suite_ref, device=device, dtype=dtype, threads=threads)
-        limit = memory_limit or getattr(s, "memory_limit", None)  # the flag, else the suite's
-        ex = make_executor(executor, address=address, plugins=resolved, jobs=jobs,
-                           memory_limit=limit, spawner=spawner)
         cells = plan.plan(s)
         warnings = plan.warnings(cells)
         if on_warnings is not None:
@@ -155,15 +153,21 @@ def run_suite(suite_ref: str, *, db_url: str | None = None, device: str | None =
         report = runner.run(
             cells, engine, suite_name=s.name, timeout_s=timeout_s or s.timeout_s,
             plugins=resolved, headlines={name: tasks.get(name).headline for name in s.tasks},
-            on_plan=on_plan, on_start=on_start, on_done=on_done, rerun=rerun,
-            config=suite.as_record(s), executor=ex)
+            on_plan=on_plan, on_start=on_start, on_done=on_done, jobs=jobs,
+            memory_limit=memory_limit or getattr(s, "memory_limit", None),
+            rerun=rerun, config=suite.as_record(s), executor=_with_limit(ex, memory_limit, s))
     finally:
-        if ex is not None:
-            ex.close()
+        ex.close()
         if spawner is not None:
             spawner.close()
     derived = derive.refresh(engine, report.code_version, run_id=report.run_id)
     return RunSummary(report, cells, warnings, derived, url)
+
+
+def _with_limit(ex: executors.Executor, flag: int | None, s: Any) -> executors.Executor:
+    """The executor with the cell memory cap: the flag, else the suite's ``memory_limit``."""
+    ex.memory_limit = flag or getattr(s, "memory_limit", None)
+    return ex
 
 
 def build_site(out: str | Path, *, db_url: str | None = None) -> Path:
@@ -200,9 +204,10 @@ def run_nightly(config: str | Path, *, db_url: str | None = None,
     cfg = nightly.load_config(config)  # a bad config fails before any work
     resolved = load_plugins(plugin_paths)
     url = dburl.resolve(db_url)
-    # the local one is the nightly's own (its runs make it); an address needs ray
-    ex = None if executor == "local" and not address else make_executor(
-        executor, address=address, plugins=resolved)
+    ex = None if executor == "local" else make_executor(executor, address=address,
+                                                         plugins=resolved)
+    if ex is None and address:
+        raise executors.ExecutorError("--address: only with --executor ray")
     try:
         return nightly.run_nightly(cfg, url, resolved, executor=ex)
     finally:

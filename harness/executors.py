@@ -105,7 +105,7 @@ class LocalExecutor(Executor):
     def submit(self, cell: Cell, spec: dict[str, Any], timeout_s: float) -> Future:
         assert self.pool is not None and self.spawner is not None, "begin() first"
         task_env = tasks.get(cell.task).env
-        cap = memory_cap(self.memory_limit, cell.device, 1 / self.jobs)
+        cap = memory_cap(self.memory_limit, cell.device, self.jobs)
         return self.pool.submit(execute, self.spawner, spec, cell_env(task_env, cell.threads),
                                 timeout_s, cap, task_env, cell.device)
 

@@ -57,17 +57,16 @@ def machine_memory() -> int | None:
     return None
 
 
-def memory_cap(limit: int | None, device: str, share: float) -> int | None:
+def memory_cap(limit: int | None, device: str, jobs: int) -> int | None:
     """The address-space cap of one cell: ``limit`` when given, else ``MEMORY_SHARE`` of the
-    machine's RAM times the cell's ``share`` of the machine (1/jobs locally, its cores' share
-    of a Ray node); none on CUDA, where the driver maps far more address space than any RAM
-    cap allows (there ``oom`` is the device's own out-of-memory error)."""
+    machine's RAM over ``jobs``; none on CUDA, where the driver maps far more address space
+    than any RAM cap allows (there ``oom`` is the device's own out-of-memory error)."""
     if device.startswith("cuda"):
         return None
     if limit:
         return int(limit)
     total = machine_memory()
-    return int(total * MEMORY_SHARE * min(1.0, share)) if total else None
+    return int(total * MEMORY_SHARE / max(1, jobs)) if total else None
 
 
 def _fmt_bytes(n: int) -> str:

@@ -29,7 +29,7 @@ from typing import Any
 
 import tasks
 from harness.executors import USAGE_STATS_ENV, Executor, ExecutorError
-from harness.launch import cell_env, execute, memory_cap
+from harness.launch import MEMORY_SHARE, cell_env, execute, machine_memory
 from harness.plan import Cell
 from harness.provenance import code_version
 from harness.spawner import Spawner
@@ -121,7 +121,10 @@ def run_cell(plugins: tuple[str, ...], spec: dict[str, Any], task_env: dict[str,
         return {"status": "failed", "wall_s": 0.0, "error": f"not run on {socket.gethostname()}:"
                 f" its hardware/code {here} differ from the run's {tuple(expect)}; a run needs "
                 "identical nodes with the same archbench"}
-    cap = memory_cap(memory_limit, device, threads / (os.cpu_count() or 1))
+    cap = memory_limit
+    if cap is None and not device.startswith("cuda"):
+        total, cpus = machine_memory(), os.cpu_count() or 1
+        cap = int(total * MEMORY_SHARE * min(1.0, threads / cpus)) if total else None
     return execute(_worker_spawner(tuple(plugins)), spec, cell_env(task_env, threads, forward),
                    timeout_s, cap, task_env, device)
 
